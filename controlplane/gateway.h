@@ -1,0 +1,130 @@
+// The control thread: runs on the EAL main lcore next to the workers. It answers and starts
+// WireGuard handshakes, installs keypairs for the workers, drives the per-peer timers,
+// resolves next hops (ARP), and serves the control socket. Workers reach it through the
+// dataplane's rings; it reaches them through their handoff rings and RCU-published tables.
+#pragma once
+
+#include <rte_mbuf.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "controlplane/config/config.h"
+#include "controlplane/ctl/server.h"
+#include "controlplane/wg/noise.h"
+#include "controlplane/wg/timers.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/drop.h"
+
+namespace sluice::cp {
+
+// Packets waiting for a handshake to complete, per peer (wireguard-go's MaxStagedPackets).
+inline constexpr size_t kMaxStagedPackets = 128;
+
+// Counted on the control thread, reported next to the workers' drop reasons.
+#define SLUICE_FOREACH_CP_COUNTER(_) \
+  _(initiation_sent)                 \
+  _(response_sent)                   \
+  _(cookie_reply_sent)               \
+  _(initiation_ok)                   \
+  _(response_ok)                     \
+  _(cookie_reply_ok)                 \
+  _(keepalive_sent)                  \
+  _(staged_dropped)                  \
+  _(send_failed)
+
+struct Peer {
+  config::Peer cfg;
+  uint32_t id = 0;  // peer slot in the dataplane, and the Noise peer id
+  wg::PeerTimers timers;
+  std::deque<rte_mbuf*> staged;
+  // Last values of the owner worker's counters, turned into timer events each tick.
+  uint64_t seen_rx_packets = 0, seen_tx_packets = 0;
+  uint64_t seen_rx_data_tsc = 0, seen_tx_data_tsc = 0;
+  uint64_t last_handshake_ns = 0;  // steady clock; 0 = never
+  uint64_t handshakes = 0;
+};
+
+class Gateway {
+ public:
+  explicit Gateway(config::Config cfg);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  bool start(std::string* err);  // dataplane, peers, control socket, workers
+  void run();                    // the control loop; returns after request_stop()
+  static void request_stop();    // async-signal-safe
+
+  // What `sluicectl status` shows.
+  nlohmann::json status() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static uint64_t now_ns();
+
+  void add_peer(const config::Peer& p);
+  void register_handlers();
+
+  // Work arriving from workers.
+  unsigned drain_packets(uint64_t now);
+  unsigned drain_events(uint64_t now);
+  void on_handshake(rte_mbuf* m, uint64_t now);
+  void on_peer_wait(rte_mbuf* m, uint64_t now);
+
+  // Handshakes and keypairs.
+  bool under_load(uint64_t now);
+  void send_initiation(Peer& p, uint64_t now);
+  void send_keepalive(Peer& p);
+  bool send_udp(uint64_t endpoint, const void* payload, size_t len, unsigned worker);
+  void install_keys(Peer& p, wg::SessionKeys& keys);
+  void confirm_keypair(Peer& p, uint32_t local_index, uint64_t now);
+  void retire_keypair(dp::Keypair* kp);
+  void zero_keys(Peer& p);
+  void flush_staged(Peer& p);
+  void drop_staged(Peer& p);
+  bool has_sending_keypair(const Peer& p) const;
+
+  // Timers and housekeeping.
+  void tick_peers(uint64_t now);
+  void feed_timer_events(Peer& p, uint64_t now);
+  void act(Peer& p, const wg::TimerActions& a, uint64_t now);
+
+  // Neighbours.
+  dp::NeighTable::Io neigh_io();
+  void send_arp_request(uint16_t port, uint32_t ip, const dp::MacAddr* unicast);
+
+  Peer* find_peer(const std::string& name);
+  nlohmann::json counters() const;
+
+  config::Config cfg_;
+  dp::Dataplane dp_;
+  std::unique_ptr<wg::Noise> noise_;
+  std::vector<std::unique_ptr<Peer>> peers_;  // index = peer id
+  ctl::Server ctl_;
+  uint64_t started_ns_ = 0;
+
+  // Handshake load: messages in the current one-second window, and until when we demand cookies.
+  uint64_t load_window_start_ = 0;
+  uint64_t load_window_count_ = 0;
+  uint64_t under_load_until_ = 0;
+
+  std::array<uint64_t, wg::kOutcomeCount> outcomes_{};
+#define SLUICE_CP_COUNTER_FIELD(name) uint64_t name##_ = 0;
+  SLUICE_FOREACH_CP_COUNTER(SLUICE_CP_COUNTER_FIELD)
+#undef SLUICE_CP_COUNTER_FIELD
+  std::array<uint64_t, dp::kDropCount> cp_drops_{};
+
+  static std::atomic<bool> stop_;
+};
+
+dp::Settings dataplane_settings(const config::Config& c);
+
+}  // namespace sluice::cp
