@@ -69,6 +69,21 @@ std::vector<std::string> eal_argv(const Settings& s) {
   return a;
 }
 
+bool eal_init(const Settings& s, std::string* err) {
+  static bool ready = false;
+  if (ready) return true;
+  std::vector<std::string> args = eal_argv(s);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (rte_eal_init(int(args.size()), argv.data()) < 0) {
+    *err = "EAL initialisation failed: " + rte_err();
+    return false;
+  }
+  ready = true;
+  return true;
+}
+
 Dataplane::Dataplane() = default;
 
 Dataplane::~Dataplane() {
@@ -111,18 +126,7 @@ bool Dataplane::init(const Settings& s, std::string* err) {
     return false;
   }
 
-  static bool eal_ready = false;
-  if (!eal_ready) {
-    std::vector<std::string> args = eal_argv(s);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (rte_eal_init(int(args.size()), argv.data()) < 0) {
-      *err = "EAL initialisation failed: " + rte_err();
-      return false;
-    }
-    eal_ready = true;
-  }
+  if (!eal_init(s, err)) return false;
   tsc_hz = rte_get_tsc_hz();
   if (rte_lcore_count() < s.workers + 1) {
     *err = "EAL has " + std::to_string(rte_lcore_count()) + " lcores; " + std::to_string(s.workers) +

@@ -83,6 +83,8 @@ struct CpEvent {
 static_assert(sizeof(CpEvent) == 16);
 
 std::vector<std::string> eal_argv(const Settings& s);
+// Initialises the EAL once per process with eal_argv(s); later calls do nothing.
+bool eal_init(const Settings& s, std::string* err);
 
 class Dataplane {
  public:

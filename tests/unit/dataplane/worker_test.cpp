@@ -1,0 +1,463 @@
+// Golden-packet tests of the worker pipeline: frames go into a net_ring port's RX ring, the test
+// calls Worker::poll_once() (it plays the lcore), and what the worker transmits, hands to the
+// control thread or counts as a drop is checked byte by byte.
+#include <gtest/gtest.h>
+#include <rte_arp.h>
+#include <rte_cycles.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <sodium.h>
+
+#include <memory>
+#include <optional>
+
+#include "dataplane/dataplane.h"
+#include "dataplane/mbuf_meta.h"
+#include "dataplane/packet.h"
+#include "dataplane/wg/transport.h"
+#include "dataplane/worker.h"
+#include "tests/unit/dataplane/eal_env.h"
+
+namespace sluice::dp {
+namespace {
+
+constexpr uint32_t kGwWan = 0xC0000202;     // 192.0.2.2
+constexpr uint32_t kClient = 0xC000020A;    // 192.0.2.10
+constexpr uint32_t kStranger = 0xC000020B;  // 192.0.2.11
+constexpr uint32_t kGwLan = 0xC6336401;     // 198.51.100.1
+constexpr uint32_t kGwVa = 0x64400001;      // 100.64.0.1
+constexpr uint32_t kPeerVa = 0x64400002;    // 100.64.0.2
+constexpr uint16_t kPort = 51820;
+constexpr uint16_t kClientPort = 40000;
+const MacAddr kClientMac{{0x02, 0xc1, 0, 0, 0, 0x0a}};
+
+using Bytes = std::vector<uint8_t>;
+
+Bytes eth(const uint8_t* dst, const MacAddr& src, uint16_t type, const Bytes& payload) {
+  Bytes b(14 + payload.size());
+  memcpy(b.data(), dst, 6);
+  memcpy(b.data() + 6, src.b, 6);
+  b[12] = uint8_t(type >> 8);
+  b[13] = uint8_t(type);
+  if (!payload.empty()) memcpy(b.data() + 14, payload.data(), payload.size());
+  return b;
+}
+
+Bytes ipv4(uint32_t src, uint32_t dst, uint8_t proto, const Bytes& payload) {
+  Bytes b(20 + payload.size());
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(b.data());
+  ip->version_ihl = RTE_IPV4_VHL_DEF;
+  ip->total_length = rte_cpu_to_be_16(uint16_t(b.size()));
+  ip->packet_id = rte_cpu_to_be_16(0x1234);
+  ip->time_to_live = 64;
+  ip->next_proto_id = proto;
+  ip->src_addr = rte_cpu_to_be_32(src);
+  ip->dst_addr = rte_cpu_to_be_32(dst);
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  memcpy(b.data() + 20, payload.data(), payload.size());
+  return b;
+}
+
+Bytes icmp_echo(uint16_t id, uint16_t seq, size_t data_len) {
+  Bytes b(8 + data_len);
+  b[0] = RTE_IP_ICMP_ECHO_REQUEST;
+  b[4] = uint8_t(id >> 8);
+  b[5] = uint8_t(id);
+  b[6] = uint8_t(seq >> 8);
+  b[7] = uint8_t(seq);
+  for (size_t i = 0; i < data_len; ++i) b[8 + i] = uint8_t(i);
+  uint16_t c = uint16_t(~rte_raw_cksum(b.data(), b.size()));
+  memcpy(&b[2], &c, 2);
+  return b;
+}
+
+Bytes udp(uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport, const Bytes& payload) {
+  Bytes u(8 + payload.size());
+  auto* h = reinterpret_cast<rte_udp_hdr*>(u.data());
+  h->src_port = rte_cpu_to_be_16(sport);
+  h->dst_port = rte_cpu_to_be_16(dport);
+  h->dgram_len = rte_cpu_to_be_16(uint16_t(u.size()));
+  memcpy(u.data() + 8, payload.data(), payload.size());
+  Bytes ip = ipv4(src, dst, IPPROTO_UDP, u);
+  auto* iph = reinterpret_cast<rte_ipv4_hdr*>(ip.data());
+  auto* uh = reinterpret_cast<rte_udp_hdr*>(ip.data() + 20);
+  uh->dgram_cksum = rte_ipv4_udptcp_cksum(iph, uh);
+  return ip;
+}
+
+bool icmp_checksum_ok(const uint8_t* icmp, size_t len) { return rte_raw_cksum(icmp, len) == 0xffff; }
+
+// Recomputes the UDP checksum of an IPv4 packet from scratch and compares.
+bool udp_checksum_ok(const uint8_t* ip_packet) {
+  Bytes copy(ip_packet, ip_packet + rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr*>(ip_packet)->total_length));
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(copy.data());
+  auto* uh = reinterpret_cast<rte_udp_hdr*>(copy.data() + 20);
+  const uint16_t stored = uh->dgram_cksum;
+  uh->dgram_cksum = 0;
+  return stored != 0 && stored == rte_ipv4_udptcp_cksum(ip, uh);
+}
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    test::ensure_eal();
+    for (int i = 0; i < 2; ++i) {
+      std::string n = "wt_rx" + std::to_string(i);
+      rx_[i] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      n = "wt_tx" + std::to_string(i);
+      tx_[i] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      n = "wt_port" + std::to_string(i);
+      int id = rte_eth_from_rings(n.c_str(), &rx_[i], 1, &tx_[i], 1, 0);
+      ASSERT_GE(id, 0);
+      char name[RTE_ETH_NAME_MAX_LEN];
+      ASSERT_EQ(0, rte_eth_dev_get_name_by_port(uint16_t(id), name));
+      port_name_[i] = name;  // the ring PMD prefixes the name we gave
+    }
+    Settings s;
+    s.workers = 1;
+    s.virtual_address = kGwVa;
+    s.listen_port = kPort;
+    s.rx_queue_size = 256;
+    s.tx_queue_size = 256;
+    s.mbuf_pool_size = 2047;
+    s.max_peers = 16;
+    s.aead = crypto::AeadBackend::openssl;
+    s.ports = {{"wan", PortRole::underlay, port_name_[0], kGwWan, 24, 0},
+               {"lan", PortRole::lan, port_name_[1], kGwLan, 24, 0}};
+    dp_ = new Dataplane();
+    std::string err;
+    ASSERT_TRUE(dp_->init(s, &err)) << err;
+    randombytes_buf(send_key_, sizeof send_key_);
+    randombytes_buf(recv_key_, sizeof recv_key_);
+  }
+  static void TearDownTestSuite() {
+    delete dp_;
+    dp_ = nullptr;
+  }
+
+  void SetUp() override {
+    drain_all();
+    // The client's MAC is known, so replies leave without ARP.
+    NeighTable::Io io;
+    io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+    io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+    io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+    dp_->neigh.learn(0, kClient, kClientMac, true, rte_rdtsc(), io);
+  }
+  void TearDown() override {
+    PeerSlot& s = dp_->peers.slot(0);
+    dp_->peers.retire_keypair(s.current.exchange(nullptr));
+    dp_->peers.retire_keypair(s.next.exchange(nullptr));
+    dp_->rcu.synchronize();
+    drain_all();
+  }
+
+  static void drain_all() {
+    void* m;
+    for (auto* r : {tx_[0], tx_[1], rx_[0], rx_[1], dp_->to_cp_packets})
+      while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    CpEvent e;
+    while (rte_ring_dequeue_elem(dp_->to_cp_events, &e, sizeof e) == 0) {
+    }
+  }
+
+  Worker& worker() { return *dp_->workers[0]; }
+  uint64_t drops(Drop d) { return worker().drops[unsigned(d)].get(); }
+
+  void inject(int port, const Bytes& frame) {
+    rte_mbuf* m = test::mbuf_from(dp_->pool, frame);
+    ASSERT_EQ(0, rte_ring_enqueue(rx_[port], m));
+    worker().poll_once();
+  }
+  std::optional<Bytes> sent(int port) {
+    void* m;
+    if (rte_ring_dequeue(tx_[port], &m) != 0) return std::nullopt;
+    Bytes b = test::bytes_of(static_cast<rte_mbuf*>(m));
+    rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    return b;
+  }
+  rte_mbuf* to_control() {
+    void* m;
+    return rte_ring_dequeue(dp_->to_cp_packets, &m) == 0 ? static_cast<rte_mbuf*>(m) : nullptr;
+  }
+
+  const uint8_t* port_mac(int p) { return dp_->ports[p].mac.b; }
+
+  // A session with peer 0 as the control thread would install it. `as_next`: a responder
+  // keypair not yet confirmed by the initiator's first message.
+  Keypair* install_peer(bool as_next = false, bool initiator = true) {
+    PeerSlot& s = dp_->peers.slot(0);
+    s.virtual_address.store(kPeerVa);
+    s.owner.store(0);
+    s.endpoint.store(pack_endpoint(kClient, kClientPort));
+    s.active.store(true);
+    Keypair* kp = PeerTable::new_keypair();
+    memcpy(kp->send_key, send_key_, 32);
+    memcpy(kp->recv_key, recv_key_, 32);
+    kp->local_index = 0x11223344;
+    kp->remote_index = 0x55667788;
+    kp->peer = 0;
+    kp->initiator = initiator;
+    kp->birth_tsc = rte_rdtsc();
+    EXPECT_TRUE(dp_->peers.add_index(kp));
+    (as_next ? s.next : s.current).store(kp);
+    return kp;
+  }
+
+  // What the peer would send: a transport message sealed with our receive key.
+  Bytes tunnel_frame(const Bytes& inner, uint64_t counter, uint16_t sport = kClientPort,
+                     uint32_t index = 0x11223344) {
+    crypto::Aead aead(crypto::AeadBackend::sodium);  // the other backend, to cross-check
+    Bytes msg(wg::transport_sealed_len(inner.size(), 1420));
+    EXPECT_EQ(msg.size(), wg::transport_seal(aead, recv_key_, index, counter, inner.data(), inner.size(), 1420,
+                                             msg.data()));
+    return eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, sport, kGwWan, kPort, msg));
+  }
+
+  // Opens a transport message the gateway sent (its UDP payload) with the peer's view of the keys.
+  Bytes open_sent(const Bytes& frame, uint32_t* receiver, uint64_t* counter) {
+    const uint8_t* msg = frame.data() + 14 + 20 + 8;
+    size_t len = frame.size() - 14 - 20 - 8;
+    EXPECT_TRUE(wg::transport_parse(msg, len, receiver, counter));
+    Bytes out(len);
+    crypto::Aead aead(crypto::AeadBackend::sodium);
+    ssize_t n = wg::transport_open(aead, send_key_, msg, len, out.data());
+    EXPECT_GE(n, 0);
+    out.resize(n < 0 ? 0 : size_t(n));
+    return out;
+  }
+
+  static inline Dataplane* dp_ = nullptr;
+  static inline std::string port_name_[2];
+  static inline rte_ring* rx_[2];
+  static inline rte_ring* tx_[2];
+  static inline uint8_t send_key_[32];
+  static inline uint8_t recv_key_[32];
+};
+
+TEST_F(WorkerTest, AnswersArpForItsAddressAndLearnsTheAsker) {
+  Bytes arp(sizeof(rte_arp_hdr));
+  auto* a = reinterpret_cast<rte_arp_hdr*>(arp.data());
+  a->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
+  a->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+  a->arp_hlen = 6;
+  a->arp_plen = 4;
+  a->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
+  memcpy(a->arp_data.arp_sha.addr_bytes, kClientMac.b, 6);
+  a->arp_data.arp_sip = rte_cpu_to_be_32(kStranger);
+  a->arp_data.arp_tip = rte_cpu_to_be_32(kGwWan);
+  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  inject(0, eth(bcast, kClientMac, RTE_ETHER_TYPE_ARP, arp));
+
+  auto out = sent(0);
+  ASSERT_TRUE(out);
+  ASSERT_GE(out->size(), 14 + sizeof(rte_arp_hdr));
+  auto* r = reinterpret_cast<const rte_arp_hdr*>(out->data() + 14);
+  EXPECT_EQ(RTE_BE16(RTE_ARP_OP_REPLY), r->arp_opcode);
+  EXPECT_EQ(0, memcmp(r->arp_data.arp_sha.addr_bytes, port_mac(0), 6));
+  EXPECT_EQ(rte_cpu_to_be_32(kGwWan), r->arp_data.arp_sip);
+  EXPECT_EQ(rte_cpu_to_be_32(kStranger), r->arp_data.arp_tip);
+  EXPECT_EQ(0, memcmp(out->data(), kClientMac.b, 6));  // unicast back to the asker
+
+  CpEvent e;
+  ASSERT_EQ(0, rte_ring_dequeue_elem(dp_->to_cp_events, &e, sizeof e));
+  EXPECT_EQ(CpEvent::neigh_learn_create, e.type);
+  EXPECT_EQ(kStranger, e.ip);
+  EXPECT_EQ(0, memcmp(e.mac, kClientMac.b, 6));
+}
+
+TEST_F(WorkerTest, IgnoresArpForOtherAddresses) {
+  Bytes arp(sizeof(rte_arp_hdr));
+  auto* a = reinterpret_cast<rte_arp_hdr*>(arp.data());
+  a->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
+  a->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+  a->arp_hlen = 6;
+  a->arp_plen = 4;
+  a->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
+  a->arp_data.arp_sip = rte_cpu_to_be_32(kStranger);
+  a->arp_data.arp_tip = rte_cpu_to_be_32(0xC0000263);
+  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  uint64_t before = drops(Drop::arp_not_for_us);
+  inject(0, eth(bcast, kClientMac, RTE_ETHER_TYPE_ARP, arp));
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(before + 1, drops(Drop::arp_not_for_us));
+}
+
+TEST_F(WorkerTest, AnswersPingOnPortAddressWithValidChecksums) {
+  Bytes req = icmp_echo(0x4242, 7, 56);
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, ipv4(kClient, kGwWan, IPPROTO_ICMP, req)));
+  auto out = sent(0);
+  ASSERT_TRUE(out);
+  ASSERT_EQ(14u + 20 + 64, out->size());
+  EXPECT_EQ(0, memcmp(out->data(), kClientMac.b, 6));
+  auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(out->data() + 14);
+  EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+  EXPECT_EQ(kGwWan, ip_src(ip));
+  EXPECT_EQ(kClient, ip_dst(ip));
+  const uint8_t* icmp = out->data() + 34;
+  EXPECT_EQ(RTE_IP_ICMP_ECHO_REPLY, icmp[0]);
+  EXPECT_TRUE(icmp_checksum_ok(icmp, 64));
+  EXPECT_EQ(0, memcmp(icmp + 4, req.data() + 4, 60));  // id, seq and data unchanged
+}
+
+TEST_F(WorkerTest, UnresolvedNextHopGoesToControlThread) {
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4,
+                ipv4(kStranger, kGwWan, IPPROTO_ICMP, icmp_echo(1, 1, 8))));
+  EXPECT_FALSE(sent(0));
+  rte_mbuf* m = to_control();
+  ASSERT_NE(nullptr, m);
+  EXPECT_EQ(CpKind::neigh_wait, meta(m)->cp_kind);
+  EXPECT_EQ(kStranger, meta(m)->nexthop);
+  EXPECT_EQ(0, meta(m)->port);
+  rte_pktmbuf_free(m);
+}
+
+TEST_F(WorkerTest, DropsMalformedAndForeignFrames) {
+  uint64_t bad_ck = drops(Drop::ip_bad_checksum), not_us = drops(Drop::eth_not_for_us),
+           short_eth = drops(Drop::eth_malformed), nolisten = drops(Drop::udp_no_listener);
+  Bytes ip = ipv4(kClient, kGwWan, IPPROTO_ICMP, icmp_echo(1, 1, 8));
+  ip[10] ^= 0xff;
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
+  const uint8_t other[6] = {0x02, 9, 9, 9, 9, 9};
+  inject(0, eth(other, kClientMac, RTE_ETHER_TYPE_IPV4, ipv4(kClient, kGwWan, IPPROTO_ICMP, icmp_echo(1, 1, 8))));
+  inject(0, Bytes{1, 2, 3});
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 1, kGwWan, 9999, Bytes(10))));
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(bad_ck + 1, drops(Drop::ip_bad_checksum));
+  EXPECT_EQ(not_us + 1, drops(Drop::eth_not_for_us));
+  EXPECT_EQ(short_eth + 1, drops(Drop::eth_malformed));
+  EXPECT_EQ(nolisten + 1, drops(Drop::udp_no_listener));
+}
+
+TEST_F(WorkerTest, PingsTheVirtualAddressThroughTheTunnel) {
+  install_peer();
+  Bytes inner = ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 56));
+  inject(0, tunnel_frame(inner, 0));
+  auto out = sent(0);
+  ASSERT_TRUE(out);
+  auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(out->data() + 14);
+  auto* uh = reinterpret_cast<const rte_udp_hdr*>(out->data() + 34);
+  EXPECT_EQ(kGwWan, ip_src(ip));
+  EXPECT_EQ(kClient, ip_dst(ip));
+  EXPECT_EQ(kPort, rte_be_to_cpu_16(uh->src_port));
+  EXPECT_EQ(kClientPort, rte_be_to_cpu_16(uh->dst_port));
+  EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+  EXPECT_TRUE(udp_checksum_ok(out->data() + 14));
+
+  uint32_t receiver = 0;
+  uint64_t counter = 99;
+  Bytes reply = open_sent(*out, &receiver, &counter);
+  EXPECT_EQ(0x55667788u, receiver);
+  EXPECT_EQ(0u, counter);
+  ASSERT_EQ(96u, reply.size());  // 84 bytes padded to 16
+  auto* rip = reinterpret_cast<const rte_ipv4_hdr*>(reply.data());
+  EXPECT_EQ(kGwVa, ip_src(rip));
+  EXPECT_EQ(kPeerVa, ip_dst(rip));
+  EXPECT_EQ(RTE_IP_ICMP_ECHO_REPLY, reply[20]);
+  EXPECT_TRUE(icmp_checksum_ok(reply.data() + 20, 64));
+
+  const PeerSlot& s = dp_->peers.slot(0);
+  EXPECT_GE(s.rx_packets.get(), 1u);
+  EXPECT_GE(s.tx_packets.get(), 1u);
+}
+
+TEST_F(WorkerTest, ReplayedAndTamperedMessagesAreDropped) {
+  install_peer();
+  Bytes inner = ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 8));
+  Bytes f = tunnel_frame(inner, 5);
+  Bytes tampered = f;
+  tampered.back() ^= 1;
+  uint64_t replay = drops(Drop::wg_replay), bad = drops(Drop::wg_decrypt_failed);
+  inject(0, tampered);
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(bad + 1, drops(Drop::wg_decrypt_failed));
+  inject(0, f);  // a failed forgery must not burn the counter
+  EXPECT_TRUE(sent(0));
+  inject(0, f);
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(replay + 1, drops(Drop::wg_replay));
+}
+
+TEST_F(WorkerTest, SpoofedInnerSourceIsDropped) {
+  install_peer();
+  uint64_t spoof = drops(Drop::wg_inner_source);
+  inject(0, tunnel_frame(ipv4(0x64400009, kGwVa, IPPROTO_ICMP, icmp_echo(1, 1, 8)), 0));
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(spoof + 1, drops(Drop::wg_inner_source));
+  EXPECT_GE(dp_->peers.slot(0).inner_source_drops.get(), 1u);
+}
+
+TEST_F(WorkerTest, KeepaliveIsConsumed) {
+  install_peer();
+  uint64_t ka = worker().keepalives_rx.get();
+  inject(0, tunnel_frame({}, 0));
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(ka + 1, worker().keepalives_rx.get());
+}
+
+TEST_F(WorkerTest, EndpointFollowsTheLastAuthenticatedPacket) {
+  install_peer();
+  Bytes inner = ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 8));
+  inject(0, tunnel_frame(inner, 0, 40001));
+  auto out = sent(0);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(40001, rte_be_to_cpu_16(reinterpret_cast<const rte_udp_hdr*>(out->data() + 34)->dst_port));
+  EXPECT_EQ(pack_endpoint(kClient, 40001), dp_->peers.slot(0).endpoint.load());
+  // A forged packet from elsewhere does not move it.
+  Bytes forged = tunnel_frame(inner, 1, 40002);
+  forged.back() ^= 1;
+  inject(0, forged);
+  EXPECT_EQ(pack_endpoint(kClient, 40001), dp_->peers.slot(0).endpoint.load());
+}
+
+TEST_F(WorkerTest, ResponderKeypairIsConfirmedByFirstMessage) {
+  Keypair* kp = install_peer(/*as_next=*/true, /*initiator=*/false);
+  inject(0, tunnel_frame(ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(1, 1, 8)), 0));
+  EXPECT_TRUE(kp->received_data.load());
+  EXPECT_TRUE(sent(0));  // the reply already uses the confirmed keypair
+  CpEvent e;
+  ASSERT_EQ(0, rte_ring_dequeue_elem(dp_->to_cp_events, &e, sizeof e));
+  EXPECT_EQ(CpEvent::keypair_confirmed, e.type);
+  EXPECT_EQ(kp->local_index, e.ip);
+}
+
+TEST_F(WorkerTest, HandshakesGoToControlThreadAndGarbageIsCounted) {
+  uint64_t malformed = drops(Drop::wg_malformed), unknown = drops(Drop::wg_unknown_index);
+  Bytes init(wg::kInitiationLen);
+  init[0] = 1;
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 5555, kGwWan, kPort, init)));
+  rte_mbuf* m = to_control();
+  ASSERT_NE(nullptr, m);
+  EXPECT_EQ(CpKind::handshake, meta(m)->cp_kind);
+  EXPECT_EQ(kClient, meta(m)->src_addr);
+  EXPECT_EQ(5555, meta(m)->src_port);
+  EXPECT_EQ(wg::kInitiationLen, m->data_len);
+  rte_pktmbuf_free(m);
+
+  Bytes truncated(init.begin(), init.begin() + 40);
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 5555, kGwWan, kPort, truncated)));
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 5555, kGwWan, kPort, Bytes{7, 7, 7})));
+  Bytes unknown_idx(48);
+  unknown_idx[0] = 4;
+  unknown_idx[4] = 0x99;
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 5555, kGwWan, kPort, unknown_idx)));
+  EXPECT_EQ(nullptr, to_control());
+  EXPECT_EQ(malformed + 2, drops(Drop::wg_malformed));
+  EXPECT_EQ(unknown + 1, drops(Drop::wg_unknown_index));
+}
+
+TEST_F(WorkerTest, NoKeypairStagesPacketOnControlThread) {
+  PeerSlot& s = dp_->peers.slot(0);
+  s.virtual_address.store(kPeerVa);
+  s.owner.store(0);
+  rte_mbuf* m = test::mbuf_from(dp_->pool, ipv4(kGwVa, kPeerVa, IPPROTO_ICMP, icmp_echo(1, 1, 8)));
+  worker().wg_output(0, &m, 1);
+  rte_mbuf* c = to_control();
+  ASSERT_NE(nullptr, c);
+  EXPECT_EQ(CpKind::peer_wait, meta(c)->cp_kind);
+  EXPECT_EQ(0u, meta(c)->peer);
+  rte_pktmbuf_free(c);
+}
+
+}  // namespace
+}  // namespace sluice::dp
