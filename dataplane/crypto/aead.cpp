@@ -1,6 +1,8 @@
 #include "dataplane/crypto/aead.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <sodium.h>
 
 #include <climits>
@@ -110,7 +112,12 @@ bool Aead::seal_openssl(const uint8_t* key, const uint8_t* nonce, const uint8_t*
     return false;
   int final_len = 0;
   if (EVP_CipherFinal_ex(evp_, out + len, &final_len) != 1) return false;
-  return EVP_CIPHER_CTX_ctrl(evp_, EVP_CTRL_AEAD_GET_TAG, int(kAeadTagLen), out + len) == 1;
+  // The tag goes through the params API directly: EVP_CIPHER_CTX_ctrl would only translate the
+  // request into this same parameter first.
+  OSSL_PARAM tag[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out + len, kAeadTagLen),
+      OSSL_PARAM_construct_end()};
+  return EVP_CIPHER_CTX_get_params(evp_, tag) == 1;
 }
 
 bool Aead::open_openssl(const uint8_t* key, const uint8_t* nonce, const uint8_t* in, size_t len,
@@ -119,10 +126,12 @@ bool Aead::open_openssl(const uint8_t* key, const uint8_t* nonce, const uint8_t*
   int n = 0;
   if (EVP_CipherInit_ex(evp_, nullptr, nullptr, key, nonce, 0) != 1) return false;
   // The tag is copied into the context, so decrypting in place over the ciphertext is safe.
-  // OpenSSL's ctrl takes a non-const pointer for every command; SET_TAG only reads it.
-  if (EVP_CIPHER_CTX_ctrl(evp_, EVP_CTRL_AEAD_SET_TAG, int(kAeadTagLen),
-                          const_cast<uint8_t*>(tag)) != 1)
-    return false;
+  // OSSL_PARAM's data pointer is non-const for both directions; setting only reads it.
+  OSSL_PARAM expected_tag[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, const_cast<uint8_t*>(tag),
+                                        kAeadTagLen),
+      OSSL_PARAM_construct_end()};
+  if (EVP_CIPHER_CTX_set_params(evp_, expected_tag) != 1) return false;
   bool ok = len == 0 || (EVP_CipherUpdate(evp_, out, &n, in, int(len)) == 1 && size_t(n) == len);
   int final_len = 0;
   ok = ok && EVP_CipherFinal_ex(evp_, out + len, &final_len) == 1;

@@ -23,8 +23,10 @@ enum class AeadBackend : uint8_t { openssl, sodium };
 const char* backend_name(AeadBackend backend);
 std::optional<AeadBackend> parse_backend(std::string_view name);
 
-// OpenSSL 3 EVP: its ChaCha20 and Poly1305 use the widest vector units the CPU has (AVX2/AVX-512),
-// where libsodium 1.0.18 stops at AVX2 for ChaCha20 and SSE2 for Poly1305.
+// OpenSSL 3 EVP. Its assembly ChaCha20 and Poly1305 make it the faster one on full-MTU packets,
+// which carry most of the bytes. Below about 1 KB its fixed
+// per-call EVP cost (provider parameter look-ups in init, final and the tag) outweighs that, and
+// libsodium is faster on small packets: bench/crypto measures both on the target CPU.
 AeadBackend default_backend();
 
 // One per worker lcore: not thread-safe. For the OpenSSL backend it owns a cipher context that

@@ -54,6 +54,8 @@ class NeighTest : public ::testing::Test {
     name = "neigh_test" + std::to_string(n++);
     ASSERT_TRUE(table.init(c, kHz, &rcu, name.c_str()));
   }
+  // Deferred frees reference the table: run them while it is alive.
+  void TearDown() override { rcu.synchronize(); }
   rte_mbuf* pkt() { return rte_pktmbuf_alloc(test::test_pool()); }
 
   std::string name;
