@@ -40,6 +40,7 @@ const std::vector<CommandSpec>& commands() {
       {{"firewall", "reset"}, {}, {}, "firewall reset",
        "apply the host firewall from the configuration again"},
       {{"rekey"}, {"peer"}, {}, "rekey --peer NAME", "initiate a new handshake with a peer"},
+      {{"neighbors"}, {}, {}, "neighbors", "the ARP table of the gateway's ports"},
   };
   return kCommands;
 }
