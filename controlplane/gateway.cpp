@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "controlplane/config/keys.h"
 #include "controlplane/log.h"
@@ -20,6 +21,7 @@ using nlohmann::json;
 using config::to_string;
 
 std::atomic<bool> Gateway::stop_{false};
+std::atomic<bool> Gateway::reload_{false};
 
 namespace {
 
@@ -72,7 +74,8 @@ dp::Settings dataplane_settings(const config::Config& c) {
   return s;
 }
 
-Gateway::Gateway(config::Config cfg) : cfg_(std::move(cfg)) {}
+Gateway::Gateway(config::Config cfg, std::string config_path)
+    : cfg_(std::move(cfg)), config_path_(std::move(config_path)) {}
 
 Gateway::~Gateway() {
   dp_.stop();
@@ -87,10 +90,82 @@ uint64_t Gateway::now_ns() {
 }
 
 void Gateway::request_stop() { stop_.store(true); }
+void Gateway::request_reload() { reload_.store(true); }
+
+bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::string* err) {
+  auto pol = policy::CompiledPolicy::build(c, {}, generation, err);
+  if (pol == nullptr) return false;
+  const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
+  // Workers may still classify with the old tables: free them after a grace period. Flows it
+  // decided are re-classified on their next packet (their generation is older).
+  if (old != nullptr) dp_.rcu.retire([old] { delete old; });
+  policy_generation_ = generation;
+  return true;
+}
+
+std::string restart_needed(const config::Config& a, const config::Config& b) {
+  const auto& ga = a.gateway;
+  const auto& gb = b.gateway;
+  if (ga.private_key != gb.private_key || ga.listen_port != gb.listen_port ||
+      ga.virtual_address != gb.virtual_address || ga.mtu != gb.mtu)
+    return "gateway keys, listen_port, virtual_address or mtu";
+  const auto& da = a.dataplane;
+  const auto& db = b.dataplane;
+  if (da.eal_args != db.eal_args || da.workers != db.workers || da.ports.size() != db.ports.size())
+    return "dataplane";
+  for (size_t i = 0; i < da.ports.size(); ++i) {
+    const auto& pa = da.ports[i];
+    const auto& pb = db.ports[i];
+    if (pa.name != pb.name || pa.device != pb.device || pa.address.addr != pb.address.addr ||
+        pa.address.len != pb.address.len || pa.role != pb.role || pa.gateway != pb.gateway)
+      return "dataplane.ports";
+  }
+  if (a.peers.size() != b.peers.size()) return "the list of peers";
+  for (size_t i = 0; i < a.peers.size(); ++i) {
+    const auto& pa = a.peers[i];
+    const auto& pb = b.peers[i];
+    if (pa.name != pb.name || pa.public_key != pb.public_key || pa.virtual_address != pb.virtual_address ||
+        pa.preshared_key != pb.preshared_key)
+      return "peer " + pa.name + " (name, key or virtual address)";
+  }
+  if (a.control.socket != b.control.socket) return "control.socket";
+  return "";
+}
+
+bool Gateway::reload(std::vector<std::string>* errors) {
+  auto loaded = config::load_file(config_path_);
+  for (const auto& e : loaded.errors) errors->push_back(e.to_string());
+  std::string why;
+  if (loaded.config) {
+    why = restart_needed(cfg_, *loaded.config);
+    if (!why.empty()) errors->push_back(config_path_ + ": changing " + why + " needs a restart of sluiced");
+  }
+  if (errors->empty()) {
+    std::string err;
+    if (!publish_policy(*loaded.config, policy_generation_ + 1, &err)) errors->push_back(config_path_ + ": " + err);
+  }
+  if (!errors->empty()) {
+    ++reload_failures_;
+    log::warn("reload_rejected", {{"errors", std::to_string(errors->size())}, {"first", errors->front()}});
+    return false;
+  }
+  // Peers keep their sessions; tags and attributes take effect through the new policy.
+  for (size_t i = 0; i < peers_.size() && i < loaded.config->peers.size(); ++i)
+    if (peers_[i]) peers_[i]->cfg = loaded.config->peers[i];
+  cfg_ = std::move(*loaded.config);
+  ++reloads_;
+  log::info("reloaded", {{"policy_generation", std::to_string(policy_generation_)},
+                         {"policies", std::to_string(cfg_.policies.size())}});
+  return true;
+}
 
 bool Gateway::start(std::string* err) {
   started_ns_ = now_ns();
   if (!dp_.init(dataplane_settings(cfg_), err)) return false;
+  if (!publish_policy(cfg_, 1, err)) {
+    *err = "policies: " + *err;
+    return false;
+  }
   noise_ = std::make_unique<wg::Noise>(cfg_.gateway.private_key);
   for (const auto& p : cfg_.peers) add_peer(p);
 
@@ -144,6 +219,11 @@ void Gateway::run() {
   uint64_t next_tick = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     const uint64_t now = now_ns();
+    if (reload_.exchange(false)) {
+      std::vector<std::string> errors;
+      reload(&errors);
+      for (const auto& e : errors) log::warn("reload_error", {{"error", e}});
+    }
     unsigned work = drain_events(now) + drain_packets(now);
     if (now >= next_tick) {
       tick_peers(now);
@@ -657,6 +737,8 @@ json Gateway::status() const {
   SLUICE_FOREACH_CP_COUNTER(SLUICE_CP_COUNTER_JSON)
 #undef SLUICE_CP_COUNTER_JSON
   hs["under_load"] = now < under_load_until_;
+  j["config"] = {{"file", config_path_}, {"policy_generation", policy_generation_}, {"reloads", reloads_},
+                 {"reload_failures", reload_failures_}};
   j["handshakes"] = hs;
   j["drops"] = counters();
 
@@ -676,6 +758,55 @@ json Gateway::status() const {
   return j;
 }
 
+json Gateway::conntrack(const std::string& peer_filter) {
+  // Each worker copies its table on request, a bounded slice per loop iteration; wait for all
+  // of them (bounded, so a stuck worker cannot hang the control thread).
+  const size_t max = 65536;
+  std::vector<std::vector<dp::Conn>> bufs(dp_.workers.size());
+  for (size_t w = 0; w < dp_.workers.size(); ++w) {
+    auto& snap = dp_.workers[w]->snapshot;
+    bufs[w].resize(max);
+    snap.buf = bufs[w].data();
+    snap.max = max;
+    snap.count = 0;
+    snap.state.store(dp::ConnSnapshot::requested, std::memory_order_release);
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  json out = json::array();
+  const uint64_t tsc = rte_rdtsc();
+  for (size_t w = 0; w < dp_.workers.size(); ++w) {
+    auto& snap = dp_.workers[w]->snapshot;
+    while (snap.state.load(std::memory_order_acquire) != dp::ConnSnapshot::done && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (snap.state.load(std::memory_order_acquire) != dp::ConnSnapshot::done) {
+      // The worker may still write into the buffer: hand it over for good (a deliberate, rare
+      // leak) rather than free memory a worker is writing.
+      new std::vector<dp::Conn>(std::move(bufs[w]));
+      continue;
+    }
+    for (size_t i = 0; i < snap.count; ++i) {
+      const dp::Conn& c = snap.buf[i];
+      const std::string peer = c.peer < peers_.size() && peers_[c.peer] ? peers_[c.peer]->cfg.name : "?";
+      if (!peer_filter.empty() && peer != peer_filter) continue;
+      const char* proto = c.proto == IPPROTO_TCP ? "tcp" : c.proto == IPPROTO_UDP ? "udp" : "icmp";
+      out.push_back({{"peer", peer},
+                     {"proto", proto},
+                     {"original", to_string(c.src) + ":" + std::to_string(c.sport) + " -> " + to_string(c.dst) + ":" +
+                                      std::to_string(c.dport)},
+                     {"translated", to_string(c.snat_addr) + ":" + std::to_string(c.snat_port) + " -> " +
+                                        to_string(c.dst) + ":" + std::to_string(c.dport)},
+                     {"state", dp::conn_state_name(c.state)},
+                     {"expires_in_s", c.expires > tsc ? double(c.expires - tsc) / double(dp_.tsc_hz) : 0.0},
+                     {"packets_out", c.packets_orig},
+                     {"packets_in", c.packets_reply},
+                     {"policy", c.policy_id < cfg_.policies.size() ? cfg_.policies[c.policy_id].name : ""},
+                     {"worker", w}});
+    }
+    snap.state.store(dp::ConnSnapshot::idle, std::memory_order_release);
+  }
+  return out;
+}
+
 void Gateway::register_handlers() {
   ctl_.add_handler("status", [this](const json&) { return ctl::Reply::success(status()); });
   ctl_.add_handler("peers", [this](const json&) { return ctl::Reply::success(status()["peers"]); });
@@ -689,6 +820,45 @@ void Gateway::register_handlers() {
                      {"confirmed_age_s", v.age_s < 0 ? json(nullptr) : json(v.age_s)},
                      {"queued", v.queued}});
     return ctl::Reply::success(out);
+  });
+  ctl_.add_handler("reload", [this](const json&) {
+    std::vector<std::string> errors;
+    if (!reload(&errors)) {
+      std::string msg = "configuration rejected, the running one stays:";
+      for (const auto& e : errors) msg += "\n" + e;
+      return ctl::Reply::failure(msg);
+    }
+    return ctl::Reply::success({{"policy_generation", policy_generation_}, {"reloads", reloads_}});
+  });
+  ctl_.add_handler("explain", [this](const json& args) {
+    const std::string name = args.value("peer", "");
+    Peer* p = find_peer(name);
+    if (p == nullptr) return ctl::Reply::failure("no peer named '" + name + "'");
+    auto addr = config::parse_ipv4(args.value("address", ""));
+    if (!addr) return ctl::Reply::failure("explain needs an IPv4 address");
+    const std::string proto = args.value("proto", "any");
+    uint8_t pn = 0;
+    if (proto == "tcp") pn = IPPROTO_TCP;
+    else if (proto == "udp") pn = IPPROTO_UDP;
+    else if (proto == "icmp") pn = IPPROTO_ICMP;
+    else return ctl::Reply::failure("--proto must be tcp, udp or icmp");
+    const uint16_t port = uint16_t(args.value("port", 0));
+    const policy::CompiledPolicy* pol = dp_.policy.load();
+    const policy::Explanation e = pol->explain(p->id, *addr, pn, port);
+    json r = {{"peer", name}, {"destination", to_string(*addr)}, {"proto", proto},
+              {"port", port}, {"verdict", e.allow ? "allow" : "deny"}, {"reason", e.reason},
+              {"code", policy::to_string(e.code)}, {"policy", e.policy}, {"rule", e.rule},
+              {"rule_text", e.rule_text}, {"considered", e.considered},
+              {"sender_class", e.sender_class}, {"policy_generation", pol->generation()}};
+    if (e.route) {
+      r["route"] = {{"port", dp_.ports[e.route->port].cfg.name},
+                    {"via", e.route->via ? json(to_string(e.route->via)) : json(nullptr)},
+                    {"snat_address", to_string(e.route->snat_addr)}};
+    }
+    return ctl::Reply::success(r);
+  });
+  ctl_.add_handler("conntrack", [this](const json& args) {
+    return ctl::Reply::success(conntrack(args.value("peer", "")));
   });
   ctl_.add_handler("rekey", [this](const json& args) {
     const std::string name = args.value("peer", "");

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controlplane/config/config.h"
+#include "controlplane/policy/compiled.h"
 #include "controlplane/ctl/server.h"
 #include "controlplane/wg/noise.h"
 #include "controlplane/wg/timers.h"
@@ -54,7 +55,7 @@ struct Peer {
 
 class Gateway {
  public:
-  explicit Gateway(config::Config cfg);
+  Gateway(config::Config cfg, std::string config_path);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -62,6 +63,11 @@ class Gateway {
   bool start(std::string* err);  // dataplane, peers, control socket, workers
   void run();                    // the control loop; returns after request_stop()
   static void request_stop();    // async-signal-safe
+  static void request_reload();  // async-signal-safe (SIGHUP)
+
+  // Loads the configuration file again and applies what changed. On any error the running
+  // configuration stays and the errors are returned.
+  bool reload(std::vector<std::string>* errors);
 
   // What `sluicectl status` shows.
   nlohmann::json status() const;
@@ -71,6 +77,8 @@ class Gateway {
   static uint64_t now_ns();
 
   void add_peer(const config::Peer& p);
+  bool publish_policy(const config::Config& c, uint64_t generation, std::string* err);
+  nlohmann::json conntrack(const std::string& peer_filter);
   void register_handlers();
 
   // Work arriving from workers.
@@ -123,8 +131,15 @@ class Gateway {
   std::array<uint64_t, dp::kDropCount> cp_drops_{};
 
   static std::atomic<bool> stop_;
+  static std::atomic<bool> reload_;
+  std::string config_path_;
+  uint64_t policy_generation_ = 0;
+  uint64_t reloads_ = 0, reload_failures_ = 0;
 };
 
 dp::Settings dataplane_settings(const config::Config& c);
+// What a reload cannot change without a restart yet: empty when `next` only changes policies,
+// subnets, tags and attributes.
+std::string restart_needed(const config::Config& running, const config::Config& next);
 
 }  // namespace sluice::cp

@@ -22,6 +22,7 @@ void usage(FILE* f) {
 }
 
 void on_signal(int) { sluice::cp::Gateway::request_stop(); }
+void on_hangup(int) { sluice::cp::Gateway::request_reload(); }
 
 }  // namespace
 
@@ -67,10 +68,13 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction hup{};
+  hup.sa_handler = on_hangup;
+  sigaction(SIGHUP, &hup, nullptr);
 
   int rc = 0;
   {
-    sluice::cp::Gateway gw(std::move(*loaded.config));
+    sluice::cp::Gateway gw(std::move(*loaded.config), config_path);
     std::string err;
     if (!gw.start(&err)) {
       sluice::log::error("start_failed", {{"error", err}});

@@ -198,6 +198,7 @@ bool Dataplane::init(const Settings& s, std::string* err) {
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
   for (unsigned w = 0; w < s.workers; ++w) {
     workers.push_back(std::make_unique<Worker>(*this, w, lcore));
+    if (!workers.back()->init(err)) return false;
     lcore = rte_get_next_lcore(lcore, 1, 0);
   }
   return true;

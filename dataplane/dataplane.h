@@ -18,6 +18,10 @@
 #include "dataplane/peers.h"
 #include "dataplane/rcu.h"
 
+namespace sluice::policy {
+class CompiledPolicy;
+}
+
 namespace sluice::dp {
 
 class Worker;
@@ -47,6 +51,7 @@ struct Settings {
   unsigned idle_sleep_us = 0;
   crypto::AeadBackend aead = crypto::default_backend();
   uint32_t max_peers = 4096;
+  uint32_t conn_capacity = 65536;  // connections per worker
   NeighTable::Config neigh;
 };
 
@@ -107,6 +112,8 @@ class Dataplane {
   PeerTable peers;
   NeighTable neigh;
   std::atomic<RouteTable*> routes{nullptr};  // cp: rw (publish), dp: ro
+  // Gateway access policies and routed subnets; cp: rw (publish, retire through rcu), dp: ro.
+  std::atomic<const policy::CompiledPolicy*> policy{nullptr};
   rte_ring* to_cp_packets = nullptr;        // MP/SC: packets for the control thread
   rte_ring* to_cp_events = nullptr;         // MP/SC: CpEvent
   std::vector<rte_ring*> handoff;           // per worker, MP/SC: packets continuing on it

@@ -20,7 +20,7 @@ namespace sluice::dp {
   _(icmp_unhandled, "ICMP other than echo request to a gateway address")           \
   _(ip_proto_unhandled, "protocol the gateway does not serve on this address")      \
   _(udp_malformed, "UDP header or length inconsistent")                            \
-  _(udp_no_listener, "UDP to a port nothing listens on")                           \
+  _(no_listener, "TCP/UDP to a gateway port nothing listens on")                        \
   _(wg_malformed, "UDP to the tunnel port that is no valid WireGuard message")     \
   _(wg_unknown_index, "transport message for a receiver index we do not know")     \
   _(wg_keypair_expired, "transport message on a keypair past REJECT_AFTER_TIME")  \
@@ -32,6 +32,15 @@ namespace sluice::dp {
   _(wg_no_endpoint, "the peer's endpoint is unknown")                              \
   _(wg_too_big, "packet larger than the tunnel MTU or the mbuf room")              \
   _(no_route, "no route to the destination")                                       \
+  _(policy_deny, "no gateway access policy allows the flow")                       \
+  _(ct_table_full, "connection table full: new flow refused")                      \
+  _(ct_no_port, "no free SNAT port for the flow")                                  \
+  _(ct_invalid, "TCP packet out of state, or not a SYN opening a flow")            \
+  _(ct_no_conn, "from the LAN without a connection: devices never open flows")     \
+  _(icmp_error_no_conn, "ICMP error about no connection of ours")                  \
+  _(nat_malformed, "truncated or malformed L4 header")                             \
+  _(frag_no_first, "IP fragment whose first fragment was not seen")                \
+  _(frag_needed, "DF packet larger than the egress MTU (ICMP sent)")               \
   _(handshake_queue_full, "control-thread handshake queue full (under load)")      \
   _(control_queue_full, "control-thread queue full")                               \
   _(handoff_queue_full, "queue to the owning worker full")                         \

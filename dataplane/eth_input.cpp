@@ -95,6 +95,8 @@ void Worker::arp_input(uint16_t port, rte_mbuf* m) {
 void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
   rte_mbuf* wg[kMaxBurst];
   uint16_t n_wg = 0;
+  rte_mbuf* nat[kMaxBurst];
+  uint16_t n_nat = 0;
   const Port& rx_port = dp.ports[port];
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
@@ -137,7 +139,7 @@ void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
       }
       if (rte_be_to_cpu_16(udp->dst_port) != dp.settings.listen_port || rx_port.cfg.role != PortRole::underlay ||
           dst != rx_port.cfg.address) {
-        drop(m, Drop::udp_no_listener);
+        nat[n_nat++] = m;  // a reply to a peer's flow, or nothing of ours
         continue;
       }
       PktMeta* md = meta(m);
@@ -158,12 +160,17 @@ void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
         ip_output(&m, 1);
         continue;
       }
-      drop(m, Drop::icmp_unhandled);
+      nat[n_nat++] = m;  // echo replies and errors for peers' flows
+      continue;
+    }
+    if (ip->next_proto_id == IPPROTO_TCP) {
+      nat[n_nat++] = m;
       continue;
     }
     drop(m, Drop::ip_proto_unhandled);
   }
   if (n_wg > 0) wg_input(wg, n_wg);
+  if (n_nat > 0) nat_input(nat, n_nat);
 }
 
 }  // namespace sluice::dp

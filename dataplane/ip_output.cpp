@@ -13,25 +13,34 @@ void Worker::ip_output(rte_mbuf** pkts, uint16_t n) {
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     auto* ip = at<rte_ipv4_hdr>(m);
-    const uint32_t dst = ip_dst(ip);
-    uint32_t hop_id = 0;
-    if (rt == nullptr || rte_lpm_lookup(rt->lpm, dst, &hop_id) != 0) {
-      drop(m, Drop::no_route);
-      continue;
+    PktMeta* md = meta(m);
+    uint16_t out;
+    uint32_t nh;
+    if (md->nexthop != 0) {
+      // Forwarded traffic: the policy's route chose port and next hop already.
+      out = md->port;
+      nh = md->nexthop;
+    } else {
+      const uint32_t dst = ip_dst(ip);
+      uint32_t hop_id = 0;
+      if (rt == nullptr || rte_lpm_lookup(rt->lpm, dst, &hop_id) != 0) {
+        drop(m, Drop::no_route);
+        continue;
+      }
+      const NextHop& hop = rt->hops[hop_id];
+      out = hop.port;
+      nh = hop.gateway != 0 ? hop.gateway : dst;
     }
-    const NextHop& hop = rt->hops[hop_id];
-    const Port& port = dp.ports[hop.port];
+    const Port& port = dp.ports[out];
     if (m->data_len > port.l3_mtu) {
       drop(m, Drop::wg_too_big);
       continue;
     }
-    const uint32_t nh = hop.gateway != 0 ? hop.gateway : dst;
-    const NeighEntry* e = dp.neigh.lookup(hop.port, nh);
+    const NeighEntry* e = dp.neigh.lookup(out, nh);
     const uint64_t mac = e != nullptr ? e->mac.load(std::memory_order_acquire) : 0;
     if (e == nullptr || !e->valid(mac)) {
-      PktMeta* md = meta(m);
       md->cp_kind = CpKind::neigh_wait;
-      md->port = hop.port;
+      md->port = out;
       md->nexthop = nh;
       to_control(m, Drop::control_queue_full);
       continue;
@@ -46,7 +55,7 @@ void Worker::ip_output(rte_mbuf** pkts, uint16_t n) {
     memcpy(eth->dst_addr.addr_bytes, dmac.b, 6);
     memcpy(eth->src_addr.addr_bytes, port.mac.b, 6);
     eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
-    tx_stage(hop.port, m);
+    tx_stage(out, m);
   }
 }
 

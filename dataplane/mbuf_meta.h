@@ -14,6 +14,7 @@ enum class Stage : uint8_t {
   wg_input,   // an Ethernet frame holding a WireGuard message for this worker's peer
   wg_output,  // an inner IPv4 packet (or nothing: a keepalive) to encrypt for meta.peer
   tx,         // a complete Ethernet frame for meta.port
+  nat_input,  // an IPv4 packet to a SNAT address, for the worker owning its port
 };
 
 // Why a packet goes to the control thread.
@@ -25,7 +26,7 @@ enum class CpKind : uint8_t {
 
 struct PktMeta {
   uint32_t peer;       // peer slot (wg_input/wg_output/peer_wait)
-  uint32_t nexthop;    // host order (neigh_wait, and ip_output when preset)
+  uint32_t nexthop;    // host order (neigh_wait; ip_output: when non-zero, port and next hop are preset)
   uint32_t src_addr;   // outer source address of a received tunnel packet, host order
   uint16_t src_port;   // outer source port, host order
   uint16_t port;       // receiving port, or the port to send on

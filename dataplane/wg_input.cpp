@@ -97,6 +97,8 @@ void Worker::wg_input(rte_mbuf** pkts, uint16_t n) {
   wg::transport_open_burst(aead, ops, n_ops);
 
   // Pass 3: commit what authenticated.
+  rte_mbuf* fwd[kMaxBurst];
+  uint16_t n_fwd = 0;
   const uint64_t rekey_on_receive =
       uint64_t(wg::kRejectAfterTime - wg::kKeepaliveTimeout - wg::kRekeyTimeout) * dp.tsc_hz;
   for (unsigned i = 0; i < n_ops; ++i) {
@@ -163,8 +165,10 @@ void Worker::wg_input(rte_mbuf** pkts, uint16_t n) {
       tunnel_local(kp->peer, m);
       continue;
     }
-    drop(m, Drop::no_route);
+    meta(m)->peer = kp->peer;
+    fwd[n_fwd++] = m;
   }
+  if (n_fwd > 0) forward(fwd, n_fwd);
 }
 
 }  // namespace sluice::dp

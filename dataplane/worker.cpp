@@ -11,6 +11,24 @@ namespace sluice::dp {
 Worker::Worker(Dataplane& d, unsigned idx, unsigned lcore)
     : dp(d), index(idx), lcore_id(lcore), aead(d.settings.aead) {}
 
+bool Worker::init(std::string* err) {
+  ConnTable::Config c;
+  c.capacity = dp.settings.conn_capacity;
+  c.worker = index;
+  c.n_workers = dp.settings.workers;
+  c.ticks_per_sec = dp.tsc_hz;
+  if (!ct.init(c)) {
+    *err = "cannot allocate a connection table of " + std::to_string(c.capacity) + " entries";
+    return false;
+  }
+  // Fragments of one datagram arrive within milliseconds; 2 s bounds what a lost one pins.
+  if (!frags_out.init(4096, 2 * dp.tsc_hz) || !frags_in.init(4096, 2 * dp.tsc_hz)) {
+    *err = "cannot allocate fragment trackers";
+    return false;
+  }
+  return true;
+}
+
 void Worker::to_control(rte_mbuf* m, Drop if_full) {
   if (rte_ring_mp_enqueue(dp.to_cp_packets, m) != 0) drop(m, if_full);
 }
@@ -68,11 +86,16 @@ unsigned Worker::poll_once() {
         case Stage::wg_input: wg_input(&m, 1); break;
         case Stage::wg_output: wg_output(md->peer, &m, 1); break;
         case Stage::tx: tx_stage(md->port, m); break;
+        case Stage::nat_input: nat_input(&m, 1); break;
       }
     }
   }
 
   tx_flush();
+
+  // Housekeeping with bounded work per iteration: expire connections, answer a snapshot request.
+  ct.expire(now_tsc, 128);
+  if (snapshot.state.load(std::memory_order_acquire) == ConnSnapshot::requested) ct.serve_snapshot(snapshot, now_tsc);
   return handled;
 }
 

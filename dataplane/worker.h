@@ -6,7 +6,9 @@
 #include <rte_mbuf.h>
 
 #include <cstdint>
+#include <string>
 
+#include "dataplane/conntrack.h"
 #include "dataplane/counter.h"
 #include "dataplane/crypto/aead.h"
 #include "dataplane/drop.h"
@@ -22,6 +24,7 @@ inline constexpr unsigned kMaxPorts = 8;
 class alignas(64) Worker {
  public:
   Worker(Dataplane& dp, unsigned index, unsigned lcore_id);
+  bool init(std::string* err);  // allocates the connection table and fragment trackers
 
   int run();  // the lcore entry point; returns when dp.running goes false
 
@@ -34,6 +37,9 @@ class alignas(64) Worker {
   void ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n);
   void wg_input(rte_mbuf** pkts, uint16_t n);
   void tunnel_local(uint32_t peer, rte_mbuf* m);
+  void forward(rte_mbuf** pkts, uint16_t n);    // peer -> LAN: classify, SNAT (meta.peer set)
+  void nat_input(rte_mbuf** pkts, uint16_t n);  // LAN -> peer: reverse SNAT
+  void icmp_error_to_peer(uint32_t peer, rte_mbuf* orig, uint8_t type, uint8_t code, uint16_t mtu);
   void wg_output(uint32_t peer, rte_mbuf** pkts, uint16_t n);
   void ip_output(rte_mbuf** pkts, uint16_t n);
   void tx_stage(uint16_t port, rte_mbuf* m);
@@ -56,6 +62,12 @@ class alignas(64) Worker {
   Counter drops[kDropCount];
   Counter busy_cycles, idle_cycles, rx_packets, tx_packets;
   Counter keepalives_rx, handshakes_to_cp, handoffs;
+  Counter policy_lookups, icmp_errors_sent;
+
+  // This worker's flows (its peers' connections), and where later fragments of a flow go.
+  ConnTable ct;
+  FragTracker frags_out, frags_in;
+  ConnSnapshot snapshot;  // sluicectl conntrack: the control thread asks, this worker copies
 
  private:
   struct TxBuffer {

@@ -314,19 +314,23 @@ TEST_F(WorkerTest, UnresolvedNextHopGoesToControlThread) {
 
 TEST_F(WorkerTest, DropsMalformedAndForeignFrames) {
   uint64_t bad_ck = drops(Drop::ip_bad_checksum), not_us = drops(Drop::eth_not_for_us),
-           short_eth = drops(Drop::eth_malformed), nolisten = drops(Drop::udp_no_listener);
+           short_eth = drops(Drop::eth_malformed), nolisten = drops(Drop::no_listener),
+           no_conn = drops(Drop::ct_no_conn);
   Bytes ip = ipv4(kClient, kGwWan, IPPROTO_ICMP, icmp_echo(1, 1, 8));
   ip[10] ^= 0xff;
   inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
   const uint8_t other[6] = {0x02, 9, 9, 9, 9, 9};
   inject(0, eth(other, kClientMac, RTE_ETHER_TYPE_IPV4, ipv4(kClient, kGwWan, IPPROTO_ICMP, icmp_echo(1, 1, 8))));
   inject(0, Bytes{1, 2, 3});
+  inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 1, kGwWan, 53, Bytes(10))));
+  // Unsolicited traffic to a SNAT port: devices behind the gateway never open flows.
   inject(0, eth(port_mac(0), kClientMac, RTE_ETHER_TYPE_IPV4, udp(kClient, 1, kGwWan, 9999, Bytes(10))));
   EXPECT_FALSE(sent(0));
+  EXPECT_EQ(no_conn + 1, drops(Drop::ct_no_conn));
   EXPECT_EQ(bad_ck + 1, drops(Drop::ip_bad_checksum));
   EXPECT_EQ(not_us + 1, drops(Drop::eth_not_for_us));
   EXPECT_EQ(short_eth + 1, drops(Drop::eth_malformed));
-  EXPECT_EQ(nolisten + 1, drops(Drop::udp_no_listener));
+  EXPECT_EQ(nolisten + 1, drops(Drop::no_listener));
 }
 
 TEST_F(WorkerTest, PingsTheVirtualAddressThroughTheTunnel) {

@@ -1,0 +1,169 @@
+// Stage 3 (peer -> LAN/Internet): classify and SNAT. Decrypted inner packets of this worker's
+// peers are matched against its connection table in bulk; a flow's first packet, and every
+// packet of a flow whose cached verdict is from an older policy generation, are classified
+// with one rte_acl_classify for the whole burst. Allowed packets get TTL, MSS and SNAT and go
+// to ip_output with the next hop chosen by the policy's routes.
+#include "controlplane/policy/compiled.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/mbuf_meta.h"
+#include "dataplane/nat.h"
+#include "dataplane/packet.h"
+#include "dataplane/worker.h"
+
+namespace sluice::dp {
+
+// An ICMP error from the gateway's virtual address to the peer that sent `orig`, through the
+// tunnel. The original packet is left to the caller.
+void Worker::icmp_error_to_peer(uint32_t peer, rte_mbuf* orig, uint8_t type, uint8_t code, uint16_t mtu) {
+  const uint8_t* pkt = at<uint8_t>(orig);
+  if (!icmp_error_allowed(pkt, orig->data_len)) return;
+  rte_mbuf* m = rte_pktmbuf_alloc(dp.pool);
+  if (m == nullptr) return;
+  auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(kIcmpErrorMaxLen)));
+  const uint32_t n = build_icmp_error(out, kIcmpErrorMaxLen, pkt, orig->data_len, type, code, mtu,
+                                      dp.settings.virtual_address);
+  if (n == 0) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  rte_pktmbuf_trim(m, uint16_t(kIcmpErrorMaxLen - n));
+  icmp_errors_sent.add();
+  wg_output(peer, &m, 1);
+}
+
+void Worker::forward(rte_mbuf** pkts, uint16_t n) {
+  const policy::CompiledPolicy* pol = dp.policy.load(std::memory_order_acquire);
+  if (pol == nullptr) {
+    for (uint16_t i = 0; i < n; ++i) drop(pkts[i], Drop::no_route);
+    return;
+  }
+  const auto gen = uint32_t(pol->generation());
+
+  // Parse: the flow key of every packet; fragments after the first follow their first one.
+  rte_mbuf* flow_pkt[kMaxBurst];
+  FlowKey keys[kMaxBurst];
+  uint8_t tcp_flags[kMaxBurst];
+  uint16_t nf = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    uint8_t* p = at<uint8_t>(m);
+    switch (parse_flow(p, m->data_len, &keys[nf], &tcp_flags[nf])) {
+      case FlowParse::ok:
+        flow_pkt[nf++] = m;
+        break;
+      case FlowParse::fragment: {
+        uint32_t idx;
+        if (!frags_out.find(frag_key(p), now_tsc, &idx)) {
+          drop(m, Drop::frag_no_first);
+          break;
+        }
+        Conn& c = ct.at(idx);
+        if (c.verdict != Verdict::allow || c.policy_gen != gen || !ip_ttl_decrement(p)) {
+          drop(m, Drop::frag_no_first);
+          break;
+        }
+        snat_out(p, m->data_len, c.snat_addr, c.snat_port);
+        PktMeta* md = meta(m);
+        md->port = c.out_port;
+        md->nexthop = c.next_hop;
+        ip_output(&m, 1);
+        break;
+      }
+      case FlowParse::icmp_error:
+      case FlowParse::unsupported:
+        drop(m, Drop::ip_proto_unhandled);
+        break;
+      case FlowParse::malformed:
+        drop(m, Drop::nat_malformed);
+        break;
+    }
+  }
+  if (nf == 0) return;
+
+  Conn* conns[kMaxBurst];
+  ct.lookup_bulk(keys, nf, FlowDir::orig, conns);
+
+  // Classify what needs a verdict: new flows and flows decided under an older generation.
+  policy::FlowKey acl_keys[kMaxBurst];
+  uint16_t acl_of[kMaxBurst];
+  uint16_t n_acl = 0;
+  for (uint16_t i = 0; i < nf; ++i) {
+    if (conns[i] != nullptr && conns[i]->policy_gen == gen) continue;
+    const uint32_t peer = meta(flow_pkt[i])->peer;
+    acl_keys[n_acl] = {pol->class_of(peer), keys[i].dst, keys[i].proto,
+                       keys[i].proto == IPPROTO_ICMP ? uint16_t(0) : keys[i].dport};
+    acl_of[i] = n_acl++;
+  }
+  policy::Verdict verdicts[kMaxBurst];
+  if (n_acl > 0) {
+    pol->classify(acl_keys, n_acl, verdicts);
+    policy_lookups.add(n_acl);
+  }
+
+  const uint16_t mss = uint16_t(dp.settings.mtu - 40);
+  for (uint16_t i = 0; i < nf; ++i) {
+    rte_mbuf* m = flow_pkt[i];
+    uint8_t* p = at<uint8_t>(m);
+    const uint32_t peer = meta(m)->peer;
+    Conn* c = conns[i];
+    if (c == nullptr || c->policy_gen != gen) {
+      const policy::Verdict& v = verdicts[acl_of[i]];
+      if (!v.allow) {
+        // A policy change that revokes access also ends the open connections it covered.
+        if (c != nullptr) ct.erase(*c);
+        drop(m, Drop::policy_deny);
+        continue;
+      }
+      if (c == nullptr) {
+        if (!ConnTable::can_open(keys[i].proto, tcp_flags[i])) {
+          drop(m, Drop::ct_invalid);
+          continue;
+        }
+        const policy::Route* r = pol->route(keys[i].dst);
+        if (r == nullptr) {
+          drop(m, Drop::no_route);
+          continue;
+        }
+        ConnTable::InsertResult res;
+        c = ct.insert(keys[i], peer, r->snat_addr, now_tsc, &res);
+        if (c == nullptr) {
+          drop(m, res == ConnTable::InsertResult::no_port ? Drop::ct_no_port : Drop::ct_table_full);
+          continue;
+        }
+        c->out_port = r->port;
+        c->next_hop = r->via != 0 ? r->via : keys[i].dst;
+        conns[i] = c;  // a later packet of the same new flow in this burst finds it
+        for (uint16_t j = i + 1; j < nf; ++j)
+          if (conns[j] == nullptr && keys[j] == keys[i]) conns[j] = c;
+      }
+      c->verdict = Verdict::allow;
+      c->policy_gen = gen;
+      c->policy_id = v.policy;
+      c->rule_id = v.rule;
+    }
+    if (!ct.track(*c, FlowDir::orig, tcp_flags[i], now_tsc)) {
+      drop(m, Drop::ct_invalid);
+      continue;
+    }
+    if (!ip_ttl_decrement(p)) {
+      icmp_error_to_peer(peer, m, 11, 0, 0);
+      drop(m, Drop::ip_ttl_exceeded);
+      continue;
+    }
+    const uint16_t egress_mtu = dp.ports[c->out_port].l3_mtu;
+    if (needs_frag(p, egress_mtu)) {
+      icmp_error_to_peer(peer, m, 3, 4, egress_mtu);
+      drop(m, Drop::frag_needed);
+      continue;
+    }
+    if (keys[i].proto == IPPROTO_TCP) tcp_clamp_mss(p, m->data_len, mss);
+    if (is_first_fragment(p)) frags_out.remember(frag_key(p), ct.index_of(*c), now_tsc);
+    snat_out(p, m->data_len, c->snat_addr, c->snat_port);
+    PktMeta* md = meta(m);
+    md->port = c->out_port;
+    md->nexthop = c->next_hop;
+    ip_output(&m, 1);
+  }
+}
+
+}  // namespace sluice::dp

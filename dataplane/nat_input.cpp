@@ -1,0 +1,121 @@
+// Stage (LAN/Internet -> peer): the return path. Packets to a SNAT address belong to the worker
+// whose slice holds the destination port (it created the connection, and owns the peer); they are
+// handed over when they landed elsewhere. Only packets of a known connection pass: LAN devices
+// never open connections to peers. The translated packet goes to wg_output for the peer.
+#include "controlplane/policy/compiled.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/mbuf_meta.h"
+#include "dataplane/nat.h"
+#include "dataplane/packet.h"
+#include "dataplane/worker.h"
+
+namespace sluice::dp {
+
+namespace {
+
+// Whether the connection's verdict still holds under the current policy; re-classifies a
+// verdict from an older generation (one packet at a time: rare, right after a change).
+bool still_allowed(const policy::CompiledPolicy* pol, Conn& c) {
+  if (pol == nullptr) return false;
+  const auto gen = uint32_t(pol->generation());
+  if (c.policy_gen == gen) return c.verdict == Verdict::allow;
+  policy::FlowKey k{pol->class_of(c.peer), c.dst, c.proto, c.proto == IPPROTO_ICMP ? uint16_t(0) : c.dport};
+  policy::Verdict v;
+  pol->classify(&k, 1, &v);
+  c.verdict = v.allow ? Verdict::allow : Verdict::deny;
+  c.policy_gen = gen;
+  c.policy_id = v.policy;
+  c.rule_id = v.rule;
+  return v.allow;
+}
+
+}  // namespace
+
+void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
+  const policy::CompiledPolicy* pol = dp.policy.load(std::memory_order_acquire);
+  const unsigned n_workers = dp.settings.workers;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    uint8_t* p = at<uint8_t>(m);
+    FlowKey key;
+    uint8_t flags = 0;
+    IcmpError err;
+    bool is_error = false;
+    switch (parse_flow(p, m->data_len, &key, &flags)) {
+      case FlowParse::ok:
+        break;
+      case FlowParse::icmp_error:
+        if (!parse_icmp_error(p, m->data_len, &err)) {
+          drop(m, Drop::nat_malformed);
+          continue;
+        }
+        key = err.lookup_key();
+        is_error = true;
+        break;
+      case FlowParse::fragment: {
+        uint32_t idx;
+        if (!frags_in.find(frag_key(p), now_tsc, &idx)) {
+          drop(m, Drop::frag_no_first);
+          continue;
+        }
+        Conn& c = ct.at(idx);
+        if (!still_allowed(pol, c) || !ip_ttl_decrement(p)) {
+          drop(m, Drop::frag_no_first);
+          continue;
+        }
+        unsnat_in(p, m->data_len, c.src, c.sport);
+        wg_output(c.peer, &m, 1);
+        continue;
+      }
+      case FlowParse::unsupported:
+        drop(m, Drop::ip_proto_unhandled);
+        continue;
+      case FlowParse::malformed:
+        drop(m, Drop::nat_malformed);
+        continue;
+    }
+
+    const unsigned owner = ConnTable::owner_worker(key.dport, n_workers);
+    if (owner >= n_workers) {  // below the NAT port range: no service of ours there
+      drop(m, is_error ? Drop::icmp_error_no_conn : Drop::no_listener);
+      continue;
+    }
+    if (owner != index) {
+      meta(m)->stage = Stage::nat_input;
+      if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) drop(m, Drop::handoff_queue_full);
+      continue;
+    }
+    Conn* c = ct.lookup(key, FlowDir::reply);
+    if (c == nullptr) {
+      drop(m, is_error ? Drop::icmp_error_no_conn : Drop::ct_no_conn);
+      continue;
+    }
+    if (!still_allowed(pol, *c)) {
+      ct.erase(*c);
+      drop(m, Drop::policy_deny);
+      continue;
+    }
+    if (is_error) {
+      if (!ip_ttl_decrement(p) || !translate_icmp_error(p, m->data_len, err, FlowDir::reply, c->src, c->sport)) {
+        drop(m, Drop::nat_malformed);
+        continue;
+      }
+      wg_output(c->peer, &m, 1);
+      continue;
+    }
+    if (!ct.track(*c, FlowDir::reply, flags, now_tsc)) {
+      drop(m, Drop::ct_invalid);
+      continue;
+    }
+    if (!ip_ttl_decrement(p)) {
+      drop(m, Drop::ip_ttl_exceeded);
+      continue;
+    }
+    if (key.proto == IPPROTO_TCP) tcp_clamp_mss(p, m->data_len, uint16_t(dp.settings.mtu - 40));
+    if (is_first_fragment(p)) frags_in.remember(frag_key(p), ct.index_of(*c), now_tsc);
+    unsnat_in(p, m->data_len, c->src, c->sport);
+    wg_output(c->peer, &m, 1);
+  }
+}
+
+}  // namespace sluice::dp
