@@ -269,7 +269,7 @@ lab_diagnose() {
 # Records a process the lab started, with the command name it will have, for lab_down.
 lab_track() { echo "$1 $2" >>"$LAB_DIR/pids"; }
 
-_lab_alive() { # PID: running (a zombie is not)
+lab_pid_alive() { # PID: running (a zombie is not)
   local state
   state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [[ -n $state && $state != Z && $state != X ]]
@@ -282,14 +282,14 @@ _lab_kill() {
   kill -TERM "$@" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
     left=()
-    for pid in "$@"; do _lab_alive "$pid" && left+=("$pid"); done
+    for pid in "$@"; do lab_pid_alive "$pid" && left+=("$pid"); done
     ((${#left[@]})) || return 0
     sleep 0.1
   done
   kill -KILL "${left[@]}" 2>/dev/null || true
   for ((i = 0; i < 20; i++)); do
     left=()
-    for pid in "$@"; do _lab_alive "$pid" && left+=("$pid"); done
+    for pid in "$@"; do lab_pid_alive "$pid" && left+=("$pid"); done
     ((${#left[@]})) || return 0
     sleep 0.1
   done
@@ -475,7 +475,8 @@ dataplane:
       role: underlay
       device: "net_af_packet0,iface=$LAB_IF_GW_WAN"
       address: $LAB_GW_WAN_ADDR/24
-    - name: lan
+${LAB_WAN_GATEWAY:+      gateway: $LAB_WAN_GATEWAY
+}    - name: lan
       role: lan
       device: "net_af_packet1,iface=$LAB_IF_GW_LAN"
       address: $LAB_GW_LAN_ADDR/24
@@ -543,7 +544,7 @@ assert_counter_ge() {
 }
 
 _lab_gw_ready() {
-  [[ -n $LAB_GW_PID ]] && _lab_alive "$LAB_GW_PID" || return 2
+  [[ -n $LAB_GW_PID ]] && lab_pid_alive "$LAB_GW_PID" || return 2
   lab_ctl status >/dev/null 2>&1
 }
 
@@ -579,7 +580,7 @@ lab_start_gateway() {
   lab_log "sluiced up (pid $LAB_GW_PID)"
 }
 
-lab_gateway_alive() { [[ -n ${LAB_GW_PID:-} ]] && _lab_alive "$LAB_GW_PID"; }
+lab_gateway_alive() { [[ -n ${LAB_GW_PID:-} ]] && lab_pid_alive "$LAB_GW_PID"; }
 
 lab_stop_gateway() {
   [[ -n ${LAB_GW_PID:-} ]] || return 0
@@ -595,7 +596,7 @@ lab_stop_gateway() {
 # A per-run interface name: wireguard-go's UAPI socket (/var/run/wireguard/NAME.sock) is global.
 lab_wg_name() { echo "$LAB_P-w$1"; }
 
-_lab_wg_ready() { _lab_alive "$1" && [[ -S /var/run/wireguard/$2.sock ]]; }
+_lab_wg_ready() { lab_pid_alive "$1" && [[ -S /var/run/wireguard/$2.sock ]]; }
 
 # lab_wg_client IFNAME PRIVATE_KEY_FILE VIRTUAL_ADDRESS [option=value ...]
 #   ns=NS             namespace (default: the client's)

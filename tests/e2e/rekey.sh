@@ -55,7 +55,7 @@ for round in 1 2 3; do
   lab_log "ok: round $round: handshake age $age0 s -> $(lab_get "$age_path") s"
   wait_until 5 client_new || fail "round $round: the client's latest handshake did not advance (still $client_ts0)"
   lab_log "ok: round $round: the client saw the new handshake"
-  _lab_alive "$ping_pid" || fail "round $round: the ping ended before the rekeys finished (test timing)"
+  lab_pid_alive "$ping_pid" || fail "round $round: the ping ended before the rekeys finished (test timing)"
 done
 
 wait "$ping_pid" || true
