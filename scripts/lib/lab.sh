@@ -465,7 +465,8 @@ gateway:
   virtual_address: $LAB_GW_VADDR
   mtu: $LAB_MTU
   state_dir: $LAB_DIR/state
-
+${LAB_GATEWAY_EXTRA:+$LAB_GATEWAY_EXTRA
+}
 dataplane:
   eal_args: [$eal]
   workers: 1
