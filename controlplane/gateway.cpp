@@ -79,6 +79,8 @@ Gateway::Gateway(config::Config cfg, std::string config_path)
 
 Gateway::~Gateway() {
   dp_.stop();
+  // Workers are stopped: nobody reads the policy any more.
+  delete dp_.policy.exchange(nullptr);
   for (auto& p : peers_) {
     if (p) drop_staged(*p);
   }

@@ -85,6 +85,22 @@ Bytes udp(uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport, const Byte
   return ip;
 }
 
+// A broadcast ARP request from the client's MAC: who has `target`? tell `sender`.
+Bytes arp_request(uint32_t sender, uint32_t target) {
+  Bytes arp(sizeof(rte_arp_hdr));
+  auto* a = reinterpret_cast<rte_arp_hdr*>(arp.data());
+  a->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
+  a->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+  a->arp_hlen = 6;
+  a->arp_plen = 4;
+  a->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
+  memcpy(a->arp_data.arp_sha.addr_bytes, kClientMac.b, 6);
+  a->arp_data.arp_sip = rte_cpu_to_be_32(sender);
+  a->arp_data.arp_tip = rte_cpu_to_be_32(target);
+  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  return eth(bcast, kClientMac, RTE_ETHER_TYPE_ARP, arp);
+}
+
 bool icmp_checksum_ok(const uint8_t* icmp, size_t len) { return rte_raw_cksum(icmp, len) == 0xffff; }
 
 // Recomputes the UDP checksum of an IPv4 packet from scratch and compares.
@@ -236,18 +252,7 @@ class WorkerTest : public ::testing::Test {
 };
 
 TEST_F(WorkerTest, AnswersArpForItsAddressAndLearnsTheAsker) {
-  Bytes arp(sizeof(rte_arp_hdr));
-  auto* a = reinterpret_cast<rte_arp_hdr*>(arp.data());
-  a->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
-  a->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
-  a->arp_hlen = 6;
-  a->arp_plen = 4;
-  a->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
-  memcpy(a->arp_data.arp_sha.addr_bytes, kClientMac.b, 6);
-  a->arp_data.arp_sip = rte_cpu_to_be_32(kStranger);
-  a->arp_data.arp_tip = rte_cpu_to_be_32(kGwWan);
-  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-  inject(0, eth(bcast, kClientMac, RTE_ETHER_TYPE_ARP, arp));
+  inject(0, arp_request(kStranger, kGwWan));
 
   auto out = sent(0);
   ASSERT_TRUE(out);
@@ -267,18 +272,8 @@ TEST_F(WorkerTest, AnswersArpForItsAddressAndLearnsTheAsker) {
 }
 
 TEST_F(WorkerTest, IgnoresArpForOtherAddresses) {
-  Bytes arp(sizeof(rte_arp_hdr));
-  auto* a = reinterpret_cast<rte_arp_hdr*>(arp.data());
-  a->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
-  a->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
-  a->arp_hlen = 6;
-  a->arp_plen = 4;
-  a->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
-  a->arp_data.arp_sip = rte_cpu_to_be_32(kStranger);
-  a->arp_data.arp_tip = rte_cpu_to_be_32(0xC0000263);
-  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
   uint64_t before = drops(Drop::arp_not_for_us);
-  inject(0, eth(bcast, kClientMac, RTE_ETHER_TYPE_ARP, arp));
+  inject(0, arp_request(kStranger, 0xC0000263));
   EXPECT_FALSE(sent(0));
   EXPECT_EQ(before + 1, drops(Drop::arp_not_for_us));
 }
