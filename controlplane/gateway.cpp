@@ -164,6 +164,7 @@ bool Gateway::reload(std::vector<std::string>* errors) {
 bool Gateway::start(std::string* err) {
   started_ns_ = now_ns();
   if (!dp_.init(dataplane_settings(cfg_), err)) return false;
+  neigh_io_ = make_neigh_io();
   if (!publish_policy(cfg_, 1, err)) {
     *err = "policies: " + *err;
     return false;
@@ -229,7 +230,7 @@ void Gateway::run() {
     unsigned work = drain_events(now) + drain_packets(now);
     if (now >= next_tick) {
       tick_peers(now);
-      dp_.neigh.tick(rte_rdtsc(), neigh_io());
+      dp_.neigh.tick(rte_rdtsc(), neigh_io_);
       dp_.rcu.reclaim();
       next_tick = now + kTickNs;
     }
@@ -250,7 +251,7 @@ unsigned Gateway::drain_packets(uint64_t now) {
     dp::PktMeta* md = dp::meta(m);
     switch (md->cp_kind) {
       case dp::CpKind::handshake: on_handshake(m, now); break;
-      case dp::CpKind::neigh_wait: dp_.neigh.resolve(md->port, md->nexthop, m, tsc, neigh_io()); break;
+      case dp::CpKind::neigh_wait: dp_.neigh.resolve(md->port, md->nexthop, m, tsc, neigh_io_); break;
       case dp::CpKind::peer_wait: on_peer_wait(m, now); break;
     }
   }
@@ -268,7 +269,7 @@ unsigned Gateway::drain_events(uint64_t now) {
       case dp::CpEvent::neigh_learn_create: {
         dp::MacAddr mac;
         memcpy(mac.b, e.mac, 6);
-        dp_.neigh.learn(e.port, e.ip, mac, e.type == dp::CpEvent::neigh_learn_create, tsc, neigh_io());
+        dp_.neigh.learn(e.port, e.ip, mac, e.type == dp::CpEvent::neigh_learn_create, tsc, neigh_io_);
         break;
       }
       case dp::CpEvent::want_handshake:
@@ -598,7 +599,7 @@ void Gateway::act(Peer& p, const wg::TimerActions& a, uint64_t now) {
 
 // --- Neighbours -----------------------------------------------------------------------------
 
-dp::NeighTable::Io Gateway::neigh_io() {
+dp::NeighTable::Io Gateway::make_neigh_io() {
   dp::NeighTable::Io io;
   io.send_request = [this](uint16_t port, uint32_t ip, const dp::MacAddr* unicast) {
     send_arp_request(port, ip, unicast);
@@ -705,8 +706,7 @@ json Gateway::status() const {
     if (!pp) continue;
     const Peer& p = *pp;
     const dp::PeerSlot& s = dp_.peers.slot(p.id);
-    const dp::Keypair* cur = s.current.load(std::memory_order_acquire);
-    const bool up = cur != nullptr && tsc - cur->birth_tsc < uint64_t(wg::kRejectAfterTime) * dp_.tsc_hz;
+    const bool up = has_sending_keypair(p);
     const uint64_t ep = s.endpoint.load(std::memory_order_relaxed);
     const uint64_t last = std::max(s.last_rx_tsc.get(), s.last_tx_tsc.get());
     json pj = {{"name", p.cfg.name},

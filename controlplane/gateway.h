@@ -106,7 +106,7 @@ class Gateway {
   void act(Peer& p, const wg::TimerActions& a, uint64_t now);
 
   // Neighbours.
-  dp::NeighTable::Io neigh_io();
+  dp::NeighTable::Io make_neigh_io();
   void send_arp_request(uint16_t port, uint32_t ip, const dp::MacAddr* unicast);
 
   Peer* find_peer(const std::string& name);
@@ -115,6 +115,7 @@ class Gateway {
   config::Config cfg_;
   dp::Dataplane dp_;
   std::unique_ptr<wg::Noise> noise_;
+  dp::NeighTable::Io neigh_io_;  // the control thread's ARP I/O, built once at start
   std::vector<std::unique_ptr<Peer>> peers_;  // index = peer id
   ctl::Server ctl_;
   uint64_t started_ns_ = 0;

@@ -90,8 +90,7 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
   for (uint16_t i = 0; i < nf; ++i) {
     if (conns[i] != nullptr && conns[i]->policy_gen == gen) continue;
     const uint32_t peer = meta(flow_pkt[i])->peer;
-    acl_keys[n_acl] = {pol->class_of(peer), keys[i].dst, keys[i].proto,
-                       keys[i].proto == IPPROTO_ICMP ? uint16_t(0) : keys[i].dport};
+    acl_keys[n_acl] = pol->flow_key(peer, keys[i].dst, keys[i].proto, keys[i].dport);
     acl_of[i] = n_acl++;
   }
   policy::Verdict verdicts[kMaxBurst];

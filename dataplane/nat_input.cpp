@@ -19,7 +19,7 @@ bool still_allowed(const policy::CompiledPolicy* pol, Conn& c) {
   if (pol == nullptr) return false;
   const auto gen = uint32_t(pol->generation());
   if (c.policy_gen == gen) return c.verdict == Verdict::allow;
-  policy::FlowKey k{pol->class_of(c.peer), c.dst, c.proto, c.proto == IPPROTO_ICMP ? uint16_t(0) : c.dport};
+  const policy::FlowKey k = pol->flow_key(c.peer, c.dst, c.proto, c.dport);
   policy::Verdict v;
   pol->classify(&k, 1, &v);
   c.verdict = v.allow ? Verdict::allow : Verdict::deny;

@@ -180,6 +180,11 @@ class CompiledPolicy {
   // --- Fast path (workers). ---
   // Any n: bursts of kMaxBurst keys each go through one rte_acl_classify call.
   void classify(const FlowKey* keys, unsigned n, Verdict* out) const;
+  // The key of a peer's flow. ACL ports name TCP/UDP ports only: an ICMP flow's "port" (the echo
+  // identifier in the connection table) must not match them.
+  FlowKey flow_key(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport) const {
+    return {class_of(peer_index), dst, proto, proto == 1 /* IPPROTO_ICMP */ ? uint16_t(0) : dport};
+  }
   // nullptr when not routed. dst in host order.
   const Route* route(uint32_t dst) const;
   // One rte_lpm_lookup_bulk per kMaxBurst destinations; out[i] = nullptr when not routed.
