@@ -581,6 +581,13 @@ lab_start_gateway() {
   lab_log "sluiced up (pid $LAB_GW_PID)"
 }
 
+# Waits (bounded) until something in namespace NS listens on PORT (tcp or udp, default tcp):
+# servers started in the background are ready before a test connects to them.
+_lab_listening() { ip netns exec "$1" ss -H -ln "-${3:0:1}" "sport = :$2" 2>/dev/null | grep -q .; }
+lab_wait_listen() { # NS PORT [tcp|udp]
+  wait_until 10 _lab_listening "$1" "$2" "${3:-tcp}" || fail "nothing listens on ${3:-tcp}/$2 in $1"
+}
+
 lab_gateway_alive() { [[ -n ${LAB_GW_PID:-} ]] && lab_pid_alive "$LAB_GW_PID"; }
 
 lab_stop_gateway() {

@@ -61,7 +61,7 @@ s.bind(("0.0.0.0", 8443)); s.listen(1); s.settimeout(15)
 c, addr = s.accept(); c.sendall(b"hello from the internet\n"); c.close()
 open("'"$LAB_DIR"'/seen_from", "w").write(addr[0])' &
 lab_track $! python3
-sleep 0.3
+lab_wait_listen "$NS_NET" 8443
 got=$(timeout 10 ip netns exec "$LAB_NS_CL" nc -d -w 5 "$NET_HOST" 8443) || fail "TCP to $NET_HOST:8443 failed"
 assert_eq "reply from the internet host" "hello from the internet" "$got"
 wait_until 5 test -s "$LAB_DIR/seen_from" || fail "the internet host recorded no source"
@@ -70,7 +70,7 @@ assert_eq "source address the internet host sees" "$LAB_GW_WAN_ADDR" "$(cat "$LA
 # "Everything but SSH".
 timeout 15 ip netns exec "$NS_NET" nc -l -p 22 >/dev/null &
 lab_track $! nc
-sleep 0.3
+lab_wait_listen "$NS_NET" 22
 expect_fail "tcp/22 to the internet is denied" timeout 5 ip netns exec "$LAB_NS_CL" nc -z -w 2 "$NET_HOST" 22
 explain=$(lab_ctl explain --peer laptop --to "$NET_HOST:443" --proto tcp --json)
 assert_eq "explain: tcp/443 allowed" allow "$(json_get .verdict <<<"$explain")"

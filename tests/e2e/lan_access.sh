@@ -41,7 +41,7 @@ head -c $((50 * 1024 * 1024)) /dev/urandom >"$LAB_DIR/blob"
 want=$(sha256sum <"$LAB_DIR/blob" | cut -d' ' -f1)
 timeout 60 ip netns exec "$LAB_NS_LAN" nc -l -p 5001 >"$LAB_DIR/up.bin" &
 lab_track $! nc
-sleep 0.3
+lab_wait_listen "$LAB_NS_LAN" 5001
 timeout 60 ip netns exec "$LAB_NS_CL" nc -N "$LAN" 5001 <"$LAB_DIR/blob" || fail "upload to $LAN:5001 failed"
 file_has_size() { (($(stat -c %s "$1") == $2)); }
 wait_until 10 file_has_size "$LAB_DIR/up.bin" $((50 * 1024 * 1024)) || true
@@ -49,7 +49,7 @@ assert_eq "sha256 of 50 MB uploaded to the LAN host" "$want" "$(sha256sum <"$LAB
 
 timeout 60 ip netns exec "$LAB_NS_LAN" nc -N -l -p 5002 <"$LAB_DIR/blob" &
 lab_track $! nc
-sleep 0.3
+lab_wait_listen "$LAB_NS_LAN" 5002
 timeout 60 ip netns exec "$LAB_NS_CL" nc -d "$LAN" 5002 >"$LAB_DIR/down.bin" || fail "download from $LAN:5002 failed"
 assert_eq "sha256 of 50 MB downloaded from the LAN host" "$want" "$(sha256sum <"$LAB_DIR/down.bin" | cut -d' ' -f1)"
 rm -f "$LAB_DIR/blob" "$LAB_DIR/up.bin" "$LAB_DIR/down.bin"
@@ -63,7 +63,7 @@ data, addr = s.recvfrom(2048)
 s.sendto(data[::-1], addr)
 open("'"$LAB_DIR"'/udp_from", "w").write(addr[0])' &
 lab_track $! python3
-sleep 0.3
+lab_wait_listen "$LAB_NS_LAN" 5003 udp
 reply=$(timeout 10 ip netns exec "$LAB_NS_CL" python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
@@ -77,8 +77,8 @@ assert_eq "source address the LAN host sees (SNAT to the LAN port)" "$LAB_GW_LAN
 for port in 22 2222; do
   timeout 15 ip netns exec "$LAB_NS_LAN" nc -l -p "$port" >/dev/null &
   lab_track $! nc
+  lab_wait_listen "$LAB_NS_LAN" "$port"
 done
-sleep 0.3
 denied0=$(lab_counter .drops.policy_deny)
 expect_fail "tcp/22 to the LAN host is denied" timeout 5 ip netns exec "$LAB_NS_CL" nc -z -w 2 "$LAN" 22
 expect_ok "tcp/2222 to the LAN host is allowed" timeout 5 ip netns exec "$LAB_NS_CL" nc -z -w 2 "$LAN" 2222

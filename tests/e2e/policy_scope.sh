@@ -65,7 +65,7 @@ assert_eq "explain for the guest" deny "$(json_get .verdict <<<"$explain")"
 # An open connection, revoked by a policy change: only ICMP stays allowed.
 timeout 40 ip netns exec "$LAB_NS_LAN" nc -l -p 6000 >"$LAB_DIR/stream" &
 lab_track $! nc
-sleep 0.3
+lab_wait_listen "$LAB_NS_LAN" 6000
 timeout 40 ip netns exec "$LAB_NS_CL" bash -c \
   'for i in $(seq 1 1500); do echo "line $i"; sleep 0.01; done | nc '"$LAB_LAN_ADDR"' 6000' >/dev/null 2>&1 &
 lab_track $! bash
