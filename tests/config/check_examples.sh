@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Every example configuration in config/examples/ passes `sluiced --check` and validates against
+# config/gateway.schema.json (JSON Schema 2020-12); the schema itself is a valid 2020-12 schema and rejects
+# an unknown key, a bad enum value and a value out of range, and sluiced rejects the same files.
+# Needs python3 with the yaml and jsonschema modules (Debian: python3-yaml python3-jsonschema); exits 77
+# (skipped) without them. No root needed.
+#   SLUICED=build/sluiced tests/config/check_examples.sh
+set -euo pipefail
+
+root=${LAB_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+sluiced=${SLUICED:-$root/build/sluiced}
+schema=$root/config/gateway.schema.json
+examples=$root/config/examples
+
+[[ -x $sluiced ]] || { echo "check_examples: no sluiced at $sluiced (set SLUICED)" >&2; exit 1; }
+
+# Debian's python first: a pyenv or venv python may lack the modules.
+python=
+for p in /usr/bin/python3 python3; do
+  if command -v "$p" >/dev/null && "$p" -c 'import yaml, jsonschema' 2>/dev/null; then
+    python=$p
+    break
+  fi
+done
+if [[ -z $python ]]; then
+  echo "check_examples: SKIP: no python3 with the yaml and jsonschema modules (apt-get install python3-yaml python3-jsonschema)"
+  exit 77
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# validate FILE...: prints "FILE: ok" or one "FILE: PATH: message" line per schema error; exit 1 on any.
+validate() {
+  "$python" - "$schema" "$@" <<'PY'
+import json, sys
+import yaml
+from jsonschema import Draft202012Validator
+
+with open(sys.argv[1]) as f:
+    schema = json.load(f)
+Draft202012Validator.check_schema(schema)
+validator = Draft202012Validator(schema)
+bad = False
+for path in sys.argv[2:]:
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    for e in errors:
+        where = ".".join(str(p) for p in e.absolute_path) or "(top)"
+        print(f"{path}: {where}: {e.message}")
+    if not errors:
+        print(f"{path}: ok")
+    bad = bad or bool(errors)
+sys.exit(1 if bad else 0)
+PY
+}
+
+# The key files an example names (gateway.private_key_file, peers[].preshared_key_file), created next to
+# the copy with fresh random keys: --check reads and checks them.
+make_keys() {
+  "$python" - "$1" <<'PY'
+import base64, os, sys
+import yaml
+
+path = sys.argv[1]
+with open(path) as f:
+    doc = yaml.safe_load(f) or {}
+files = [(doc.get("gateway") or {}).get("private_key_file")]
+files += [p.get("preshared_key_file") for p in (doc.get("peers") or [])]
+for name in filter(None, files):
+    target = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+    if os.path.isabs(name):
+        sys.exit(f"{path}: example names an absolute key file {name}; keep examples self-contained")
+    with open(target, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    os.chmod(target, 0o600)
+PY
+}
+
+shopt -s nullglob
+files=("$examples"/*.yaml)
+((${#files[@]} > 0)) || { echo "check_examples: no examples in $examples" >&2; exit 1; }
+
+for src in "${files[@]}"; do
+  name=$(basename "$src")
+  # shellcheck disable=SC2016 # $schema is literal text
+  head -n 1 "$src" | grep -qx '# yaml-language-server: $schema=../gateway.schema.json' ||
+    fail "$name: the first line should point editors at the schema (# yaml-language-server: \$schema=../gateway.schema.json)"
+  dir=$work/${name%.yaml}
+  mkdir -p "$dir"
+  cp "$src" "$dir/$name"
+  make_keys "$dir/$name" || { fail "$name: cannot create its key files"; continue; }
+  if out=$("$sluiced" --check --config "$dir/$name" 2>&1); then
+    echo "$name: sluiced --check: ok"
+  else
+    fail "$name: sluiced --check refused it:"$'\n'"$out"
+  fi
+  if out=$(validate "$dir/$name" 2>&1); then
+    echo "$name: schema: ok"
+  else
+    fail "$name: schema refused it:"$'\n'"$out"
+  fi
+done
+
+# Negative cases, each a small edit of minimal.yaml that both the schema and sluiced must refuse.
+base=$work/negative
+mkdir -p "$base"
+cp "$examples/minimal.yaml" "$base/minimal.yaml"
+make_keys "$base/minimal.yaml"
+negative() {
+  local label=$1 expect=$2 edit=$3 file=$base/$1.yaml
+  "$python" - "$base/minimal.yaml" "$file" "$edit" <<'PY'
+import sys
+import yaml
+src, dst, edit = sys.argv[1:]
+with open(src) as f:
+    doc = yaml.safe_load(f)
+exec(edit, {"doc": doc})
+with open(dst, "w") as f:
+    yaml.safe_dump(doc, f, sort_keys=False)
+PY
+  local out
+  if out=$(validate "$file" 2>&1); then
+    fail "$label: the schema accepted it"
+  elif ! grep -q -- "$expect" <<<"$out"; then
+    fail "$label: the schema refused it without saying '$expect':"$'\n'"$out"
+  else
+    echo "$label: schema refuses: $(grep -m1 -- "$expect" <<<"$out" | sed "s|$base/||")"
+  fi
+  if out=$("$sluiced" --check --config "$file" 2>&1); then
+    fail "$label: sluiced --check accepted it"
+  else
+    echo "$label: sluiced --check refuses: $(head -n 1 <<<"$out" | sed "s|$base/||")"
+  fi
+}
+negative unknown-top-level-key "'listen' was unexpected" 'doc["listen"] = 51820'
+negative unknown-gateway-key "'listen_prot' was unexpected" 'doc["gateway"]["listen_prot"] = 51820'
+negative unknown-acl-key "'port' was unexpected" \
+  'doc["policies"][0]["acl"] = [{"action": "deny", "protocol": "tcp", "port": 22}]'
+negative bad-enum "is not one of" 'doc["dataplane"]["ports"][1]["role"] = "downlink"'
+negative out-of-range "is greater than the maximum" 'doc["gateway"]["mtu"] = 9001'
+negative ports-without-protocol "is not one of" \
+  'doc["policies"][0]["acl"] = [{"action": "allow", "protocol": "icmp", "ports": [22]}]'
+negative no-underlay-port "does not contain" 'doc["dataplane"]["ports"][0]["role"] = "lan"'
+negative missing-private-key "'private_key_file' is a required property" 'del doc["gateway"]["private_key_file"]'
+
+if ((failures)); then
+  echo "check_examples: $failures failure(s)" >&2
+  exit 1
+fi
+echo "check_examples: ${#files[@]} examples and 8 refusals as expected"
