@@ -109,6 +109,68 @@ for src in "${files[@]}"; do
   fi
 done
 
+# Every key sluiced knows (tests/config/every-key.yaml), through both.
+mkdir -p "$work/every-key"
+cp "$root/tests/config/every-key.yaml" "$work/every-key/"
+make_keys "$work/every-key/every-key.yaml"
+out=$("$sluiced" --check --config "$work/every-key/every-key.yaml" 2>&1) || fail "every-key.yaml: sluiced --check refused it:"$'\n'"$out"
+out=$(validate "$work/every-key/every-key.yaml" 2>&1) || fail "every-key.yaml: schema refused it:"$'\n'"$out"
+
+# The keys the loader knows (the lists its config.cpp gives each section) are the keys the schema
+# describes and the keys every-key.yaml uses: a key added to one and not the others fails here.
+if out=$("$python" - "$root/controlplane/config/config.cpp" "$schema" "$root/tests/config/every-key.yaml" <<'PY'
+import json, re, sys
+import yaml
+
+source, schema_path, every_path = sys.argv[1:]
+text = open(source).read()
+loader = set()
+for lst in re.findall(r"Section\s+\w+\(d_,[^{;]*\{([^}]*)\}\)", text):
+    loader.update(re.findall(r'"([A-Za-z_]+)"', lst))
+# The firewall rules' address list is named by the caller: firewall_rules(g, "inbound", "sources", ...).
+loader.update(re.findall(r'firewall_rules\(g, "\w+", "(\w+)"', text))
+if len(loader) < 40:
+    sys.exit(f"found only {len(loader)} keys in {source}: has the loader's layout changed?")
+
+def schema_keys(node, out):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "properties" and isinstance(v, dict):
+                out.update(v.keys())
+            schema_keys(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            schema_keys(v, out)
+    return out
+
+def doc_keys(node, out):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.add(k)
+            if k != "attributes" or not isinstance(v, dict):
+                doc_keys(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            doc_keys(v, out)
+    return out
+
+described = schema_keys(json.load(open(schema_path)), set())
+used = doc_keys(yaml.safe_load(open(every_path)), set())
+problems = []
+for what, keys in (("the schema", described), ("every-key.yaml", used)):
+    if loader - keys:
+        problems.append(f"keys the loader knows but {what} lacks: {sorted(loader - keys)}")
+    if keys - loader:
+        problems.append(f"keys in {what} the loader does not know: {sorted(keys - loader)}")
+print("\n".join(problems) or f"{len(loader)} keys: loader, schema and every-key.yaml agree")
+sys.exit(1 if problems else 0)
+PY
+); then
+  echo "$out"
+else
+  fail "$out"
+fi
+
 # Negative cases, each a small edit of minimal.yaml that both the schema and sluiced must refuse.
 base=$work/negative
 mkdir -p "$base"
