@@ -8,6 +8,7 @@
 #include "controlplane/config/keys.h"
 #include "controlplane/gateway_util.h"
 #include "controlplane/log.h"
+#include "controlplane/policy_view.h"
 #include "dataplane/worker.h"
 
 namespace sluice::cp {
@@ -16,6 +17,16 @@ using nlohmann::json;
 using config::to_string;
 
 // --- Control socket -------------------------------------------------------------------------
+
+namespace {
+
+// The policies that apply to a peer in the published policy (tags and trust requirements), ascending.
+std::vector<uint16_t> applied_policies(const policy::CompiledPolicy* pol, uint32_t peer_id) {
+  if (pol == nullptr) return {};
+  return pol->class_policies(pol->class_of(peer_id));
+}
+
+}  // namespace
 
 Peer* Gateway::find_peer(const std::string& name) {
   for (auto& p : peers_)
@@ -89,6 +100,10 @@ json Gateway::status() const {
                {"inner_source_drops", s.inner_source_drops.get()},
                {"persistent_keepalive", p.cfg.persistent_keepalive},
                {"staged_packets", p.staged.size()}};
+    // What the policies give this peer through this gateway ("Gateway for", "ACLs").
+    const auto applied = applied_policies(dp_.policy.load(), p.id);
+    pj["gateway_for"] = gateway_for(cfg_, applied);
+    pj["acls"] = peer_acls(cfg_, applied);
     peers.push_back(pj);
   }
   j["peers"] = peers;
@@ -225,6 +240,16 @@ void Gateway::register_handlers() {
   });
   ctl_.add_handler("conntrack", [this](const json& args) {
     return ctl::Reply::success(conntrack(args.value("peer", "")));
+  });
+  // sluicectl policies: each policy, its ACL and the peers it applies to now.
+  ctl_.add_handler("policies", [this](const json&) {
+    const policy::CompiledPolicy* pol = dp_.policy.load();
+    std::vector<PeerRef> refs;
+    for (const auto& p : peers_)
+      if (p) refs.push_back({p->cfg.name, p->id, p->cfg.tags});
+    json r = policies_view(cfg_, refs, [pol](uint32_t id) { return applied_policies(pol, id); });
+    r["policy_generation"] = pol ? pol->generation() : 0;
+    return ctl::Reply::success(r);
   });
   ctl_.add_handler("rekey", [this](const json& args) {
     const std::string name = args.value("peer", "");

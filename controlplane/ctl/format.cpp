@@ -297,6 +297,71 @@ void format_peer(const json& peer, std::string& out) {
   if (list_field(peer, "acls", &s, acl_text)) out += field_line("ACLs", s);
 }
 
+// --- sluicectl policies ---
+
+// A list of scalars joined with ", ", or `empty` when there is none.
+std::string joined(const json* v, const char* empty) {
+  if (!v || !v->is_array() || v->empty()) return empty;
+  std::vector<std::string> parts;
+  for (const auto& e : *v) parts.push_back(scalar_text(e));
+  return join(parts, ", ");
+}
+
+// A field whose value takes several lines: the first after the label, the rest under it.
+std::string multi_line_field(std::string_view label, const std::vector<std::string>& lines) {
+  if (lines.empty()) return field_line(label, "none");
+  std::string out = field_line(label, lines[0]);
+  const std::string pad(field_line("", "").size() - 1, ' ');  // indent + leaders + ": "
+  for (std::size_t i = 1; i < lines.size(); ++i) out += pad + lines[i] + "\n";
+  return out;
+}
+
+void format_policy(const json& pol, std::string& out) {
+  std::string name = "(unnamed)";
+  text_field(pol, "name", &name);
+  out += "Policy: " + name + "\n";
+  out += field_line("Senders", joined(find(pol, "senders"), "none"));
+  std::vector<std::string> subnets;
+  if (const json* v = find(pol, "subnets"); v && v->is_array()) {
+    for (const auto& sn : *v) {
+      std::string prefix, ref;
+      if (!sn.is_object()) {
+        subnets.push_back(scalar_text(sn));
+      } else if (text_field(sn, "prefix", &prefix) && text_field(sn, "name", &ref) && ref != prefix) {
+        subnets.push_back(prefix + " (" + ref + ")");
+      } else {
+        subnets.push_back(prefix.empty() ? ref : prefix);
+      }
+    }
+  }
+  out += field_line("Subnets", subnets.empty() ? std::string("none") : join(subnets, ", "));
+  out += field_line("Filter", joined(find(pol, "filter"), "none (the whole subnets)"));
+  std::vector<std::string> rules;
+  if (const json* acl = find(pol, "acl"); acl && acl->is_array()) {
+    for (const auto& r : *acl) {
+      std::string index = "?", text;
+      text_field(r, "index", &index);
+      if (!text_field(r, "text", &text)) text = acl_text(r);
+      rules.push_back(index + ": " + text);
+    }
+    if (rules.empty()) rules.push_back("none (allows nothing)");
+  }
+  out += multi_line_field("ACL", rules);
+  std::vector<std::string> require;
+  if (const json* req = find(pol, "require"); req && req->is_object()) {
+    if (const json* ips = find(*req, "source_ips"); ips && ips->is_array() && !ips->empty())
+      require.push_back("source IPs " + joined(ips, ""));
+    if (const json* attrs = find(*req, "attributes"); attrs && attrs->is_array() && !attrs->empty())
+      require.push_back("attributes " + joined(attrs, ""));
+  }
+  out += field_line("Require", require.empty() ? std::string("none") : join(require, "; "));
+  std::string priority;
+  if (text_field(pol, "gateway_priority", &priority)) out += field_line("Gateway priority", priority);
+  out += field_line("Peers", joined(find(pol, "peers"), "none"));
+  if (const json* held = find(pol, "peers_failing_require"); held && held->is_array() && !held->empty())
+    out += field_line("Not trusted", joined(held, "none"));
+}
+
 // Non-zero counters of one group, labelled "<prefix> <name>".
 void collect_counters(const json& group, const char* prefix,
                       std::vector<std::pair<std::string, std::string>>& lines) {
@@ -420,6 +485,21 @@ std::string format_peers(const json& peers) {
                       rows, 0);
 }
 
+std::string format_policies(const json& policies) {
+  const json* list = &policies;
+  if (policies.is_object()) list = find(policies, "policies");
+  if (!list || !list->is_array()) return format_generic(policies);
+  std::vector<std::string> blocks;
+  for (const auto& p : *list) {
+    if (!p.is_object()) continue;
+    std::string b;
+    format_policy(p, b);
+    blocks.push_back(std::move(b));
+  }
+  if (blocks.empty()) return "No policies.\n";
+  return join(blocks, "\n");
+}
+
 std::string format_generic(const json& result) {
   std::string out;
   // {"subnets": [...]}: the list alone says it all.
@@ -439,6 +519,7 @@ std::string format_generic(const json& result) {
 std::string format_result(const std::string& command, const json& result) {
   if (command == "status") return format_status(result);
   if (command == "peers") return format_peers(result);
+  if (command == "policies") return format_policies(result);
   return format_generic(result);
 }
 

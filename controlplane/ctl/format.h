@@ -18,6 +18,11 @@ std::string format_status(const nlohmann::json& status);
 // Takes the array of peers, or an object holding it under "peers".
 std::string format_peers(const nlohmann::json& peers);
 
+// `policies`: one Policy block per policy (senders, subnets, filter, the ACL one rule a line with its
+// index, trust requirements, gateway priority, the peers it applies to and those its trust requirements
+// hold back). Takes {"policies": [...]} or the array.
+std::string format_policies(const nlohmann::json& policies);
+
 // Any other result: `key: value` lines, nested objects indented, arrays of objects as tables.
 std::string format_generic(const nlohmann::json& result);
 

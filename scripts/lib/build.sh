@@ -12,6 +12,7 @@ SLUICE_PACKAGES=(
   libbsd-dev
   wireguard-go wireguard-tools iproute2 ethtool iputils-ping netcat-openbsd dnsutils dnsmasq-base
   python3 procps curl
+  python3-yaml python3-jsonschema shellcheck
 )
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -71,6 +71,30 @@ TEST(CommandLine, GlobalOptionsAnywhere) {
   EXPECT_TRUE(parse_ok({"-h"}).help);
 }
 
+// --json is global: every command takes it, before or after its words and options, and it never reaches
+// the request.
+TEST(CommandLine, EveryCommandTakesJson) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"status"}, {"peers"}, {"subnets"}, {"subnets", "rediscover"}, {"policies"}, {"conntrack"},
+      {"conntrack", "--peer", "laptop-1"}, {"explain", "--peer", "p", "--to", "198.51.100.10:22", "--proto", "tcp"},
+      {"reload"}, {"neighbors"}, {"dns", "log"}, {"firewall", "show"}, {"firewall", "reset"},
+      {"rekey", "--peer", "p"}};
+  for (const auto& words : commands) {
+    std::vector<std::string> after = words, before = words;
+    after.push_back("--json");
+    before.insert(before.begin(), "--json");
+    const Invocation plain = parse_ok(words), a = parse_ok(after), b = parse_ok(before);
+    EXPECT_FALSE(plain.json_output) << words[0];
+    EXPECT_TRUE(a.json_output) << words[0];
+    EXPECT_TRUE(b.json_output) << words[0];
+    EXPECT_EQ(a.request(), plain.request()) << words[0];
+    EXPECT_EQ(b.request(), plain.request()) << words[0];
+  }
+  EXPECT_EQ(parse_ok({"policies", "--json"}).request(), (json{{"command", "policies"}, {"args", json::object()}}));
+  EXPECT_EQ(parse_error({"policies", "--peer", "x"}), "unknown option '--peer' for 'policies'");
+  EXPECT_EQ(parse_error({"policies", "extra"}), "unexpected argument 'extra' for 'policies'");
+}
+
 TEST(CommandLine, Explain) {
   const Invocation inv =
       parse_ok({"explain", "--peer", "laptop-1", "--to", "198.51.100.10:443", "--proto", "TCP"});
@@ -211,6 +235,15 @@ class SluicectlBinary : public ::testing::Test {
         "handshakes": {}, "drops": {}})"));
     });
     server_.add_handler("explain", [](const json& args) { return Reply::success(args); });
+    server_.add_handler("policies", [](const json&) {
+      return Reply::success(json::parse(R"({"policy_generation": 2, "policies": [
+        {"index": 0, "name": "office", "senders": ["users"],
+         "subnets": [{"name": "Office LAN", "prefix": "198.51.100.0/24"}], "filter": [],
+         "acl": [{"index": 0, "action": "deny", "protocol": "tcp", "ports": ["22"], "text": "deny tcp 22"},
+                 {"index": 1, "action": "allow", "protocol": "any", "ports": [], "text": "allow any"}],
+         "require": {"source_ips": [], "attributes": []}, "gateway_priority": "balanced",
+         "peers": ["laptop-1"], "peers_failing_require": []}]})"));
+    });
     server_.add_handler("rekey", [](const json& args) {
       return Reply::failure("no peer named '" + args.value("peer", std::string()) + "'");
     });
@@ -288,6 +321,27 @@ TEST_F(SluicectlBinary, StatusJson) {
   const json result = json::parse(r.out);
   EXPECT_EQ(result["gateway"]["name"], "menlo-park-1");
   EXPECT_EQ(r.out, result.dump(2) + "\n");
+}
+
+TEST_F(SluicectlBinary, Policies) {
+  start_server();
+  const RunResult r = run({"--socket", socket_, "policies"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "Policy: office\n"
+            "   Senders . . . . . . : users\n"
+            "   Subnets . . . . . . : 198.51.100.0/24 (Office LAN)\n"
+            "   Filter. . . . . . . : none (the whole subnets)\n"
+            "   ACL . . . . . . . . : 0: deny tcp 22\n"
+            "                         1: allow any\n"
+            "   Require . . . . . . : none\n"
+            "   Gateway priority. . : balanced\n"
+            "   Peers . . . . . . . : laptop-1\n");
+  const RunResult j = run({"--socket", socket_, "policies", "--json"});
+  EXPECT_EQ(j.status, 0) << j.err;
+  const json result = json::parse(j.out);
+  EXPECT_EQ(result["policies"][0]["acl"][1]["index"], 1);
+  EXPECT_EQ(result["policies"][0]["peers"], (json{"laptop-1"}));
 }
 
 TEST_F(SluicectlBinary, SocketFromConfig) {
