@@ -18,6 +18,9 @@ std::string format_status(const nlohmann::json& status);
 // Takes the array of peers, or an object holding it under "peers".
 std::string format_peers(const nlohmann::json& peers);
 
+// `attestations`: a table of peer, attribute, source (config or control) and expiry.
+std::string format_attestations(const nlohmann::json& result);
+
 // Any other result: `key: value` lines, nested objects indented, arrays of objects as tables.
 std::string format_generic(const nlohmann::json& result);
 

@@ -267,6 +267,9 @@ std::string rule_text(const AclRule& rule) {
 struct CompiledPolicy::RteTables {
   rte_acl_ctx* acl;
   rte_lpm* lpm;
+  RteTables(rte_acl_ctx* a, rte_lpm* l) : acl(a), lpm(l) {}
+  RteTables(const RteTables&) = delete;
+  RteTables& operator=(const RteTables&) = delete;
   ~RteTables() {
     if (acl != nullptr) {
       rte_acl_free(acl);
@@ -321,7 +324,8 @@ std::unique_ptr<CompiledPolicy> CompiledPolicy::build(const config::Config& cfg,
       !cp->build_slots(err) || !cp->build_acl(err)) {
     return nullptr;
   }
-  cp->rte_tables_ = std::make_shared<RteTables>(RteTables{cp->acl_, cp->lpm_});
+  // Built in place: a temporary RteTables would free the tables when it goes.
+  cp->rte_tables_ = std::shared_ptr<RteTables>(new RteTables(cp->acl_, cp->lpm_));
   cp->stats_.build_seconds = seconds_since(t0);
   return cp;
 }
