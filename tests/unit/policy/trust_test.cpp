@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <iostream>
+
 #include "controlplane/policy/compiled.h"
 #include "tests/unit/policy/builder.h"
 #include "tests/unit/policy/eal.h"
@@ -266,6 +269,34 @@ TEST_F(TrustClassTest, ManyRequirementsOnOnePeerAreNotEnumerated) {
   EXPECT_TRUE(cp->class_with(0, held).has_value());
   held[5] = false;
   EXPECT_FALSE(cp->class_with(0, held).has_value());
+}
+
+// What a revocation costs: re-pointing one peer (with_classes) against building again. The
+// figures are printed for RESULTS-style reporting; the assertion only needs an order of magnitude.
+TEST_F(TrustClassTest, RepointingIsCheaperThanARebuild) {
+  cfg_ = base_config();
+  for (int k = 0; k < 200; k++) {
+    add_policy(cfg_, "p" + std::to_string(k), {"t" + std::to_string(k % 10)}, {"203.0.113.0/24"},
+               {"203.0.113." + std::to_string(k % 250)},
+               {"deny tcp 22", "allow tcp 80,443,8000-8100", "allow udp 53", "deny udp", "allow icmp"});
+    if (k % 3 == 0) cfg_.policies.back().require.attributes = {"mfa"};
+    if (k % 3 == 1) cfg_.policies.back().require.source_ips = {pfx("192.0.2.0/24")};
+  }
+  for (int i = 0; i < 1000; i++) add_peer(cfg_, "peer" + std::to_string(i), {"t" + std::to_string(i % 10)});
+  auto t0 = std::chrono::steady_clock::now();
+  auto cp = build();
+  const double build_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<uint32_t> classes;
+  for (uint32_t i = 0; i < 1000; i++) classes.push_back(cp->class_of(i));
+  t0 = std::chrono::steady_clock::now();
+  classes[7] = *cp->class_with(7, {false, true});
+  auto next = cp->with_classes(classes, 99);
+  const double repoint_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "[ figures  ] 200 policies, 1000 peers, " << cp->stats().rte_rules << " rte rules, "
+            << cp->class_count() << " classes: build " << build_us << " us, re-point one peer " << repoint_us
+            << " us\n";
+  EXPECT_NE(next->class_of(7), cp->class_of(7));
+  EXPECT_LT(repoint_us * 5, build_us);
 }
 
 }  // namespace
