@@ -74,6 +74,7 @@ assert_ping_clean "laptop pings the LAN host from $LAB_CL_ADDR" "$LAB_NS_CL" "$L
 timeout 60 ip netns exec "$LAB_NS_LAN" nc -l -p 6000 >"$LAB_DIR/stream" &
 lab_track $! nc
 lab_wait_listen "$LAB_NS_LAN" 6000
+# shellcheck disable=SC2016 # the loop runs in the client's namespace
 timeout 60 ip netns exec "$LAB_NS_CL" bash -c \
   'for i in $(seq 1 3000); do echo "line $i"; sleep 0.01; done | nc '"$LAB_LAN_ADDR"' 6000' >/dev/null 2>&1 &
 lab_track $! bash
