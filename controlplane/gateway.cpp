@@ -147,6 +147,7 @@ void Gateway::run() {
     unsigned work = drain_events(now) + drain_packets(now);
     if (now >= next_tick) {
       tick_peers(now);
+      refresh_trust();
       dp_.neigh.tick(rte_rdtsc(), neigh_io_);
       dp_.rcu.reclaim();
       next_tick = now + kTickNs;

@@ -18,6 +18,7 @@
 
 #include "controlplane/config/config.h"
 #include "controlplane/policy/compiled.h"
+#include "controlplane/policy/trust.h"
 #include "controlplane/ctl/server.h"
 #include "controlplane/wg/noise.h"
 #include "controlplane/wg/timers.h"
@@ -112,6 +113,15 @@ class Gateway {
   Peer* find_peer(const std::string& name);
   nlohmann::json counters() const;
 
+  // Trust requirements (gateway_trust.cpp): facts of configured peer `index` (cfg_.peers), the
+  // predicate a build starts from (a snapshot: safe on another thread), and the control tick's
+  // re-evaluation that re-points peers at other classes when a requirement changes.
+  static int64_t unix_now_ns();
+  policy::PeerFacts peer_facts(size_t index, int64_t now_unix_ns) const;
+  policy::AppliesFn trust_applies(const config::Config& c) const;
+  void refresh_trust();
+  void register_trust_handlers();
+
   config::Config cfg_;
   dp::Dataplane dp_;
   std::unique_ptr<wg::Noise> noise_;
@@ -136,6 +146,13 @@ class Gateway {
   std::string config_path_;
   uint64_t policy_generation_ = 0;
   uint64_t reloads_ = 0, reload_failures_ = 0;
+
+  policy::Attestations attestations_;
+  uint64_t trust_seen_generation_ = 0;   // generation trust_held_ belongs to
+  std::vector<uint64_t> trust_held_;     // per peer: bit k = peer_requirements()[k] held
+  std::vector<uint32_t> trust_classes_;  // scratch: the next peer classes
+  uint64_t trust_republishes_ = 0, trust_rebuilds_ = 0;
+  double trust_last_publish_us_ = 0;     // evaluation + publication of the last change
 };
 
 dp::Settings dataplane_settings(const config::Config& c);

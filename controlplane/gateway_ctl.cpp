@@ -120,6 +120,8 @@ json Gateway::status() const {
   hs["under_load"] = now < under_load_until_;
   j["config"] = {{"file", config_path_}, {"policy_generation", policy_generation_}, {"reloads", reloads_},
                  {"reload_failures", reload_failures_}};
+  j["trust"] = {{"republishes", trust_republishes_}, {"rebuilds", trust_rebuilds_},
+                {"last_publish_us", trust_last_publish_us_}, {"attestations", attestations_.all().size()}};
   j["handshakes"] = hs;
   j["drops"] = counters();
 
@@ -225,7 +227,10 @@ void Gateway::register_handlers() {
     else return ctl::Reply::failure("--proto must be tcp, udp or icmp");
     const uint16_t port = uint16_t(args.value("port", 0));
     const policy::CompiledPolicy* pol = dp_.policy.load();
-    const policy::Explanation e = pol->explain(p->id, *addr, pn, port);
+    const int64_t now = unix_now_ns();
+    const policy::Explanation e = pol->explain(p->id, *addr, pn, port, [&](const config::TrustRequirements& req) {
+      return policy::requirement_unmet(req, peer_facts(p->id, now));
+    });
     json r = {{"peer", name}, {"destination", to_string(*addr)}, {"proto", proto},
               {"port", port}, {"verdict", e.allow ? "allow" : "deny"}, {"reason", e.reason},
               {"code", policy::to_string(e.code)}, {"policy", e.policy}, {"rule", e.rule},
@@ -260,6 +265,7 @@ void Gateway::register_handlers() {
     send_initiation(*p, now_ns());
     return ctl::Reply::success({{"peer", name}, {"initiation_sent", true}});
   });
+  register_trust_handlers();
 }
 
 }  // namespace sluice::cp

@@ -7,7 +7,7 @@ namespace sluice::cp {
 using config::to_string;
 
 bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::string* err) {
-  auto pol = policy::CompiledPolicy::build(c, {}, generation, err);
+  auto pol = policy::CompiledPolicy::build(c, trust_applies(c), generation, err);
   if (pol == nullptr) return false;
   const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
   // Workers may still classify with the old tables: free them after a grace period. Flows it

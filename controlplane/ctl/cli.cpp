@@ -21,7 +21,11 @@ struct CommandSpec {
   std::vector<std::string> optional;
   const char* synopsis;
   const char* help;
+  std::vector<std::string> operands{};  // positional arguments after the words, all required
 };
+
+// Options that take no value: sent as `true`.
+bool is_flag(const std::string& name) { return name == "revoke"; }
 
 const std::vector<CommandSpec>& commands() {
   static const std::vector<CommandSpec> kCommands = {
@@ -41,6 +45,10 @@ const std::vector<CommandSpec>& commands() {
        "apply the host firewall from the configuration again"},
       {{"rekey"}, {"peer"}, {}, "rekey --peer NAME", "initiate a new handshake with a peer"},
       {{"neighbors"}, {}, {}, "neighbors", "the ARP table of the gateway's ports"},
+      {{"attest"}, {}, {"until", "for", "revoke"}, "attest PEER NAME [--until RFC3339 | --for DURATION | --revoke]",
+       "attest (or revoke) a peer's attribute for trust requirements; no expiry without --until/--for",
+       {"peer", "name"}},
+      {{"attestations"}, {}, {}, "attestations", "attested peer attributes and when they expire"},
   };
   return kCommands;
 }
@@ -118,6 +126,14 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
       continue;
     }
     std::string name = arg.substr(2), value;
+    if (is_flag(name)) {
+      if (options.count(name)) {
+        *err = "option '--" + name + "' given twice";
+        return std::nullopt;
+      }
+      options[name] = "true";
+      continue;
+    }
     bool has_value = false;
     if (const auto eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
@@ -173,11 +189,20 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
     if (group && words.size() > 1) *err = "unknown command '" + words[0] + " " + words[1] + "'";
     return std::nullopt;
   }
-  if (words.size() > spec->words.size()) {
-    *err = "unexpected argument '" + words[spec->words.size()] + "' for '" +
+  const std::size_t nwords = spec->words.size(), noperands = spec->operands.size();
+  if (words.size() > nwords + noperands) {
+    *err = "unexpected argument '" + words[nwords + noperands] + "' for '" +
            std::string(spec->synopsis) + "'";
     return std::nullopt;
   }
+  if (words.size() < nwords + noperands) {
+    std::string what = spec->operands[words.size() - nwords];
+    std::transform(what.begin(), what.end(), what.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    *err = "'" + std::string(spec->synopsis) + "': missing " + what;
+    return std::nullopt;
+  }
+  for (std::size_t k = 0; k < noperands; ++k) inv.args[spec->operands[k]] = words[nwords + k];
   for (const auto& word : spec->words) {
     if (!inv.command.empty()) inv.command += '_';
     inv.command += word;
@@ -214,6 +239,8 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
       std::transform(proto.begin(), proto.end(), proto.begin(),
                      [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
       inv.args["proto"] = proto;
+    } else if (is_flag(name)) {
+      inv.args[name] = true;
     } else if (name == "to") {
       inv.args["to"] = value;
       if (!parse_destination(value, inv.args, err)) return std::nullopt;

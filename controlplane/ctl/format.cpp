@@ -500,6 +500,27 @@ std::string format_policies(const json& policies) {
   return join(blocks, "\n");
 }
 
+std::string format_attestations(const json& result) {
+  const json* list = find(result, "attestations");
+  if (!list || !list->is_array()) return format_generic(result);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& a : *list) {
+    std::string peer = "-", attribute = "-", source = "-", expires;
+    text_field(a, "peer", &peer);
+    text_field(a, "attribute", &attribute);
+    text_field(a, "source", &source);
+    double left = 0;
+    if (text_field(a, "expires", &expires) && number_field(a, "expires_in_s", &left)) {
+      expires += " (in " + format_duration(std::ceil(left)) + ")";
+    } else {
+      expires = "never";
+    }
+    rows.push_back({peer, attribute, source, expires});
+  }
+  if (rows.empty()) return "No attestations.\n";
+  return render_table({"PEER", "ATTRIBUTE", "SOURCE", "EXPIRES"}, rows, 0);
+}
+
 std::string format_generic(const json& result) {
   std::string out;
   // {"subnets": [...]}: the list alone says it all.
@@ -520,6 +541,7 @@ std::string format_result(const std::string& command, const json& result) {
   if (command == "status") return format_status(result);
   if (command == "peers") return format_peers(result);
   if (command == "policies") return format_policies(result);
+  if (command == "attestations") return format_attestations(result);
   return format_generic(result);
 }
 

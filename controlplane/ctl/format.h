@@ -22,6 +22,8 @@ std::string format_peers(const nlohmann::json& peers);
 // index, trust requirements, gateway priority, the peers it applies to and those its trust requirements
 // hold back). Takes {"policies": [...]} or the array.
 std::string format_policies(const nlohmann::json& policies);
+// `attestations`: a table of peer, attribute, source (config or control) and expiry.
+std::string format_attestations(const nlohmann::json& result);
 
 // Any other result: `key: value` lines, nested objects indented, arrays of objects as tables.
 std::string format_generic(const nlohmann::json& result);

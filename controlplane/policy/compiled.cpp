@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "controlplane/policy/ranges.h"
+#include "controlplane/policy/trust.h"
 
 namespace sluice::policy {
 
@@ -238,6 +239,7 @@ const char* to_string(Reason r) {
     case Reason::no_policy_for_peer: return "no_policy_for_peer";
     case Reason::no_route: return "no_route";
     case Reason::unknown_peer: return "unknown_peer";
+    case Reason::requirement_unmet: return "requirement_unmet";
   }
   return "?";
 }
@@ -262,7 +264,26 @@ std::string rule_text(const AclRule& rule) {
   return s;
 }
 
+struct CompiledPolicy::RteTables {
+  rte_acl_ctx* acl;
+  rte_lpm* lpm;
+  RteTables(rte_acl_ctx* a, rte_lpm* l) : acl(a), lpm(l) {}
+  RteTables(const RteTables&) = delete;
+  RteTables& operator=(const RteTables&) = delete;
+  ~RteTables() {
+    if (acl != nullptr) {
+      rte_acl_free(acl);
+    }
+    if (lpm != nullptr) {
+      rte_lpm_free(lpm);
+    }
+  }
+};
+
 CompiledPolicy::~CompiledPolicy() {
+  if (rte_tables_ != nullptr) {
+    return;  // the last generation sharing them frees the tables
+  }
   if (acl_ != nullptr) {
     rte_acl_free(acl_);
   }
@@ -303,7 +324,42 @@ std::unique_ptr<CompiledPolicy> CompiledPolicy::build(const config::Config& cfg,
       !cp->build_slots(err) || !cp->build_acl(err)) {
     return nullptr;
   }
+  // Built in place: a temporary RteTables would free the tables when it goes.
+  cp->rte_tables_ = std::shared_ptr<RteTables>(new RteTables(cp->acl_, cp->lpm_));
   cp->stats_.build_seconds = seconds_since(t0);
+  return cp;
+}
+
+// --- Trust requirements ----------------------------------------------------------------------
+
+const std::vector<uint16_t>& CompiledPolicy::peer_requirements(uint32_t peer_index) const {
+  static const std::vector<uint16_t> kNone;
+  return peer_index < peer_reqs_.size() ? peer_reqs_[peer_index] : kNone;
+}
+
+std::optional<uint32_t> CompiledPolicy::class_with(uint32_t peer_index, const std::vector<bool>& held) const {
+  if (peer_index >= peer_policies_.size()) {
+    return std::nullopt;
+  }
+  std::vector<uint16_t> set;
+  for (uint16_t p : peer_policies_[peer_index]) {
+    const int r = policy_req_[p];
+    if (r < 0 || (size_t(r) < held.size() && held[size_t(r)])) {
+      set.push_back(p);
+    }
+  }
+  return find_class(set);
+}
+
+std::unique_ptr<CompiledPolicy> CompiledPolicy::with_classes(std::vector<uint32_t> peer_class,
+                                                             uint64_t generation) const {
+  std::unique_ptr<CompiledPolicy> cp(new CompiledPolicy(*this));
+  cp->generation_ = generation;
+  cp->peer_class_ = std::move(peer_class);
+  cp->peer_class_.resize(peer_class_.size(), 0);
+  for (uint32_t& c : cp->peer_class_) {
+    c = c < class_policies_.size() ? c : 0;
+  }
   return cp;
 }
 
@@ -483,19 +539,75 @@ bool CompiledPolicy::build_policies(const config::Config& cfg, std::string* err)
 }
 
 bool CompiledPolicy::build_classes(const config::Config& cfg, const AppliesFn& applies, std::string* err) {
-  // The distinct sets of applicable policies (future classes) and a peer of each.
+  // Trust requirements: distinct non-empty `require` blocks.
+  policy_req_.assign(cfg.policies.size(), -1);
+  for (size_t p = 0; p < cfg.policies.size(); p++) {
+    const config::TrustRequirements& r = cfg.policies[p].require;
+    if (requirement_empty(r)) {
+      continue;
+    }
+    size_t id = 0;
+    while (id < requirements_.size() &&
+           !(requirements_[id].source_ips == r.source_ips && requirements_[id].attributes == r.attributes)) {
+      id++;
+    }
+    if (id == requirements_.size()) {
+      requirements_.push_back(r);
+    }
+    policy_req_[p] = int(id);
+  }
+
+  // The distinct sets of applicable policies (future classes) and a peer of each: each peer's
+  // set under `applies`, and every combination of its requirements holding or not.
   std::vector<std::vector<uint16_t>> peer_sets(cfg.peers.size());
   std::map<std::vector<uint16_t>, size_t> first_peer;
+  std::map<std::vector<uint16_t>, size_t> combos;  // enumerated sets, apart until they fit
+  std::map<std::vector<uint16_t>, bool> enumerated;  // tag-matched policy sets done
+  peer_policies_.assign(cfg.peers.size(), {});
+  peer_reqs_.assign(cfg.peers.size(), {});
   for (size_t i = 0; i < cfg.peers.size(); i++) {
+    std::vector<uint16_t>& tagged = peer_policies_[i];
     for (size_t p = 0; p < cfg.policies.size(); p++) {
-      if (tags_match(cfg.peers[i], cfg.policies[p]) && (!applies || applies(cfg.peers[i], cfg.policies[p]))) {
-        peer_sets[i].push_back(uint16_t(p));
+      if (tags_match(cfg.peers[i], cfg.policies[p])) {
+        tagged.push_back(uint16_t(p));
+        if (!applies || applies(cfg.peers[i], cfg.policies[p])) {
+          peer_sets[i].push_back(uint16_t(p));
+        }
       }
     }
+    std::vector<uint16_t>& reqs = peer_reqs_[i];
+    for (uint16_t p : tagged) {
+      if (policy_req_[p] >= 0) {
+        reqs.push_back(uint16_t(policy_req_[p]));
+      }
+    }
+    std::sort(reqs.begin(), reqs.end());
+    reqs.erase(std::unique(reqs.begin(), reqs.end()), reqs.end());
     if (!peer_sets[i].empty()) {
       first_peer.emplace(peer_sets[i], i);
     }
+    if (!reqs.empty() && reqs.size() <= kMaxEnumeratedRequirements && enumerated.emplace(tagged, true).second) {
+      for (uint32_t mask = 0; mask < (1u << reqs.size()); mask++) {
+        std::vector<uint16_t> set;
+        for (uint16_t p : tagged) {
+          const int r = policy_req_[p];
+          const size_t bit = r < 0 ? 0 : size_t(std::lower_bound(reqs.begin(), reqs.end(), uint16_t(r)) - reqs.begin());
+          if (r < 0 || (mask >> bit & 1u) != 0) {
+            set.push_back(p);
+          }
+        }
+        if (!set.empty()) {
+          combos.emplace(std::move(set), i);
+        }
+      }
+    }
     peer_names_.push_back(cfg.peers[i].name);
+  }
+  // Combinations only while they fit the class id space; beyond, changes rebuild.
+  std::map<std::vector<uint16_t>, size_t> with_combos = first_peer;
+  with_combos.insert(combos.begin(), combos.end());
+  if (with_combos.size() < kMaxClasses) {
+    first_peer = std::move(with_combos);
   }
   std::vector<const std::vector<uint16_t>*> sets;
   for (const auto& [set, peer] : first_peer) {
@@ -757,7 +869,8 @@ void CompiledPolicy::classify(const FlowKey* keys, unsigned n, Verdict* out) con
 
 // --- explain ---------------------------------------------------------------------------------
 
-Explanation CompiledPolicy::explain(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport) const {
+Explanation CompiledPolicy::explain(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport,
+                                    const UnmetFn& unmet) const {
   if (peer_index >= peer_class_.size()) {
     Explanation e;
     e.code = Reason::unknown_peer;
@@ -772,7 +885,40 @@ Explanation CompiledPolicy::explain(uint32_t peer_index, uint32_t dst, uint8_t p
     e.reason = "no policy applies to peer '" + peer_names_[peer_index] + "' (its tags match none, or it " +
                "does not meet their trust requirements)";
   }
+  if (unmet && !e.allow && e.code != Reason::no_route) {
+    explain_unmet(peer_index, dst, proto, dport, unmet, e);
+  }
   return e;
+}
+
+void CompiledPolicy::explain_unmet(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport,
+                                   const UnmetFn& unmet, Explanation& e) const {
+  const std::vector<uint16_t>& applied = class_policies(e.sender_class);
+  for (uint16_t p : peer_policies_[peer_index]) {
+    if (policy_req_[p] < 0 || std::binary_search(applied.begin(), applied.end(), p)) {
+      continue;
+    }
+    const PolicyInfo& pol = policies_[p];
+    if (!ranges_contain(pol.dsts, dst)) {
+      continue;
+    }
+    const std::string why = unmet(requirements_[size_t(policy_req_[p])]);
+    if (why.empty()) {
+      continue;  // holds now; the published classes catch up on the next control tick
+    }
+    e.considered.push_back(pol.name + ": not applied: " + why);
+    const AclRule* matched = nullptr;
+    for (const AclRule& r : pol.acl) {
+      if (rule_matches(r, proto, dport)) {
+        matched = &r;
+        break;
+      }
+    }
+    if (matched != nullptr && matched->action == AclAction::allow && e.code != Reason::requirement_unmet) {
+      e.code = Reason::requirement_unmet;
+      e.reason = "denied: policy '" + pol.name + "' would allow it, but it " + why;
+    }
+  }
 }
 
 Explanation CompiledPolicy::explain_class(uint32_t cls, uint32_t dst, uint8_t proto, uint16_t dport) const {

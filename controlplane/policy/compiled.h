@@ -63,6 +63,7 @@ inline constexpr unsigned kMaxSlots = 16;          // RTE_ACL_MAX_CATEGORIES
 inline constexpr size_t kMaxPolicies = 0x7FFF;     // policy index fits 15 bits of userdata
 inline constexpr size_t kMaxRulesPerPolicy = 0xFFFD;
 inline constexpr size_t kMaxClasses = 0xFFFF;      // class ids travel as 16 bits in the rte_acl key
+inline constexpr size_t kMaxEnumeratedRequirements = 6;  // per peer: 2^6 precomputed classes at most
 
 // Verdict::policy when no applicable policy's destinations contain the flow's destination.
 inline constexpr uint16_t kNoPolicy = 0xFFFF;
@@ -114,6 +115,7 @@ enum class Reason : uint8_t {
   no_policy_for_peer,  // the peer is in class 0
   no_route,            // the gateway does not route the destination at all
   unknown_peer,        // peer index out of range
+  requirement_unmet,   // denied, and a policy that would allow does not apply: its trust requirements fail
 };
 const char* to_string(Reason r);
 
@@ -134,6 +136,9 @@ struct Explanation {
 // tags_match(peer, policy) && applies(peer, policy). An empty function means tags alone.
 using AppliesFn = std::function<bool(const config::Peer&, const config::Policy&)>;
 bool tags_match(const config::Peer& peer, const config::Policy& policy);
+// For explain(): why a trust requirement does not hold for the peer explained (trust.h
+// requirement_unmet()); empty when it holds.
+using UnmetFn = std::function<std::string(const config::TrustRequirements&)>;
 
 std::string rule_text(const config::AclRule& rule);
 
@@ -155,10 +160,13 @@ class CompiledPolicy {
   };
 
   // Needs the EAL. Returns nullptr and sets *err when the configuration cannot be compiled.
+  // Trust requirements: besides each peer's class under `applies`, a class is precomputed for
+  // every combination of the requirements relevant to a peer (those of the policies its tags
+  // match, up to kMaxEnumeratedRequirements of them), so that when a requirement starts or stops
+  // holding, with_classes() re-points the peer without rebuilding rte_acl.
   static std::unique_ptr<CompiledPolicy> build(const config::Config& cfg, const AppliesFn& applies,
                                                uint64_t generation, std::string* err);
   ~CompiledPolicy();
-  CompiledPolicy(const CompiledPolicy&) = delete;
   CompiledPolicy& operator=(const CompiledPolicy&) = delete;
 
   uint64_t generation() const { return generation_; }
@@ -177,6 +185,23 @@ class CompiledPolicy {
   // or nullopt when no configured peer had it (then a rebuild is needed).
   std::optional<uint32_t> find_class(const std::vector<uint16_t>& policies) const;
 
+  // --- Trust requirements (control thread). ---
+  // The distinct non-empty `require` blocks of the policies; ids index this vector.
+  const std::vector<config::TrustRequirements>& requirements() const { return requirements_; }
+  // Requirement id of a policy, or -1 when it has none.
+  int policy_requirement(uint16_t policy) const {
+    return policy < policy_req_.size() ? policy_req_[policy] : -1;
+  }
+  // Ascending requirement ids of the policies a configured peer's tags match.
+  const std::vector<uint16_t>& peer_requirements(uint32_t peer_index) const;
+  // The class of a configured peer when exactly the requirements r with held[r] hold (ids not
+  // in `held` count as not holding); nullopt when that combination has no precomputed class
+  // (then build again with a matching `applies`).
+  std::optional<uint32_t> class_with(uint32_t peer_index, const std::vector<bool>& held) const;
+  // A new generation with the same tables (shared, not copied or rebuilt) and these peer
+  // classes (indexed like config.peers; ids from this policy's classes).
+  std::unique_ptr<CompiledPolicy> with_classes(std::vector<uint32_t> peer_class, uint64_t generation) const;
+
   // --- Fast path (workers). ---
   // Any n: bursts of kMaxBurst keys each go through one rte_acl_classify call.
   void classify(const FlowKey* keys, unsigned n, Verdict* out) const;
@@ -191,7 +216,10 @@ class CompiledPolicy {
   void route_bulk(const uint32_t* dst, unsigned n, const Route** out) const;
 
   // --- Control thread (sluicectl explain); agrees with classify() by construction and tests. ---
-  Explanation explain(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport) const;
+  // With `unmet`, a deny also names the tag-matched policies left out by trust requirements
+  // (Reason::requirement_unmet when one of them would allow).
+  Explanation explain(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport,
+                      const UnmetFn& unmet = {}) const;
   Explanation explain_class(uint32_t cls, uint32_t dst, uint8_t proto, uint16_t dport) const;
 
   const std::vector<RoutedSubnet>& subnets() const { return subnets_; }
@@ -206,7 +234,12 @@ class CompiledPolicy {
     uint8_t slot = 0;  // rte_acl category
   };
 
+  struct RteTables;  // rte_acl/rte_lpm shared by the generations with_classes() makes
+
   CompiledPolicy() = default;
+  CompiledPolicy(const CompiledPolicy&) = default;  // with_classes()
+  void explain_unmet(uint32_t peer_index, uint32_t dst, uint8_t proto, uint16_t dport, const UnmetFn& unmet,
+                     Explanation& e) const;
   bool build_policies(const config::Config& cfg, std::string* err);
   bool build_classes(const config::Config& cfg, const AppliesFn& applies, std::string* err);
   bool build_slots(std::string* err);
@@ -229,6 +262,13 @@ class CompiledPolicy {
   std::vector<RoutedSubnet> subnets_;
   rte_lpm* lpm_ = nullptr;
   int default_route_ = -1;  // index into subnets_ of 0.0.0.0/0 (rte_lpm has no depth 0)
+
+  // Trust requirements.
+  std::vector<config::TrustRequirements> requirements_;
+  std::vector<int> policy_req_;                        // per policy: id in requirements_ or -1
+  std::vector<std::vector<uint16_t>> peer_policies_;   // per peer: policies its tags match
+  std::vector<std::vector<uint16_t>> peer_reqs_;       // per peer: their requirement ids
+  std::shared_ptr<RteTables> rte_tables_;              // set once built; frees acl_ and lpm_
 };
 
 }  // namespace sluice::policy

@@ -140,6 +140,22 @@ TEST(CommandLine, UsageErrors) {
   EXPECT_NE(parse_error({"rekey", "--peer", "a", "--peer", "b"}).find("twice"), std::string::npos);
 }
 
+TEST(CommandLine, AttestTakesPeerAndNameAndARevokeFlag) {
+  const Invocation a = parse_ok({"attest", "laptop", "mfa", "--for", "15m"});
+  EXPECT_EQ(a.command, "attest");
+  EXPECT_EQ(a.args, (json{{"peer", "laptop"}, {"name", "mfa"}, {"for", "15m"}}));
+  const Invocation u = parse_ok({"attest", "laptop", "mfa", "--until=2026-11-21T23:00:00Z"});
+  EXPECT_EQ(u.args["until"], "2026-11-21T23:00:00Z");
+  const Invocation r = parse_ok({"attest", "laptop", "mfa", "--revoke", "--json"});
+  EXPECT_EQ(r.args, (json{{"peer", "laptop"}, {"name", "mfa"}, {"revoke", true}}));
+  EXPECT_TRUE(r.json_output);
+  EXPECT_EQ(parse_ok({"attestations"}).command, "attestations");
+  EXPECT_NE(parse_error({"attest", "laptop"}).find("missing NAME"), std::string::npos);
+  EXPECT_NE(parse_error({"attest"}).find("missing PEER"), std::string::npos);
+  EXPECT_NE(parse_error({"attest", "a", "b", "c"}).find("unexpected argument 'c'"), std::string::npos);
+  EXPECT_NE(parse_error({"status", "--revoke"}).find("unknown option '--revoke'"), std::string::npos);
+}
+
 TEST(CommandLine, UsageListsEveryCommand) {
   const std::string text = usage();
   for (const char* c : {"status", "peers", "subnets", "subnets rediscover", "policies", "conntrack",

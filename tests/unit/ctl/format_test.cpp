@@ -151,6 +151,19 @@ TEST(FormatPeers, Table) {
   EXPECT_EQ(format_peers(json::array()), "No peers.\n");
 }
 
+TEST(FormatAttestations, Table) {
+  const json result = {{"attestations",
+                        {{{"peer", "laptop"}, {"attribute", "managed"}, {"source", "config"}, {"expires", nullptr},
+                          {"expires_in_s", nullptr}},
+                         {{"peer", "laptop"}, {"attribute", "mfa"}, {"source", "control"},
+                          {"expires", "2026-11-21T23:15:00Z"}, {"expires_in_s", 899.2}}}}};
+  EXPECT_EQ(format_result("attestations", result),
+            "PEER    ATTRIBUTE  SOURCE   EXPIRES\n"
+            "laptop  managed    config   never\n"
+            "laptop  mfa        control  2026-11-21T23:15:00Z (in 15 minutes)\n");
+  EXPECT_EQ(format_attestations(json{{"attestations", json::array()}}), "No attestations.\n");
+}
+
 TEST(FormatGeneric, ObjectsListsAndTables) {
   const json result = {
       {"applied", true},

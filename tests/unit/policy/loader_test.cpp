@@ -90,7 +90,12 @@ TEST(PolicyLoader, CompilesWhatTheLoaderReads) {
   std::string err;
   auto cp = CompiledPolicy::build(cfg, requirements, 7, &err);
   ASSERT_TRUE(cp) << err;
-  EXPECT_EQ(cp->stats().classes, 3u);  // none, {0,1,2} (laptop-1), {2} (laptop-2 without mfa, kiosk)
+  // none, {0,1,2} (laptop-1), {2} (laptop-2 without mfa, kiosk), and the combinations a change of
+  // mfa could need: {1,2} (laptop-1 without), {0,2} (laptop-2 with).
+  EXPECT_EQ(cp->stats().classes, 5u);
+  EXPECT_EQ(cp->class_policies(cp->class_of(0)), (std::vector<uint16_t>{0, 1, 2}));
+  EXPECT_EQ(cp->class_policies(*cp->class_with(0, {false})), (std::vector<uint16_t>{1, 2}));
+  EXPECT_EQ(cp->class_policies(*cp->class_with(1, {true})), (std::vector<uint16_t>{0, 2}));
   EXPECT_EQ(cp->class_of(1), cp->class_of(2));
 
   struct Case {
