@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "controlplane/config/config.h"
+#include "controlplane/discovery/kernel.h"
+#include "controlplane/discovery/registry.h"
 #include "controlplane/policy/compiled.h"
 #include "controlplane/ctl/server.h"
 #include "controlplane/wg/noise.h"
@@ -112,6 +114,12 @@ class Gateway {
   Peer* find_peer(const std::string& name);
   nlohmann::json counters() const;
 
+  // Subnet discovery and known subnets (gateway_discovery.cpp).
+  void start_discovery();
+  void poll_discovery(uint64_t now, bool force = false);
+  void register_discovery_handlers();
+  nlohmann::json subnets_json() const;
+
   config::Config cfg_;
   dp::Dataplane dp_;
   std::unique_ptr<wg::Noise> noise_;
@@ -136,6 +144,17 @@ class Gateway {
   std::string config_path_;
   uint64_t policy_generation_ = 0;
   uint64_t reloads_ = 0, reload_failures_ = 0;
+
+  // Subnet discovery (gateway_discovery.cpp): polled from the control loop.
+  discovery::SubnetRegistry subnets_;
+  discovery::KernelWatcher kernel_watch_;
+  discovery::KernelSnapshot kernel_;       // the last complete dump
+  std::string kernel_error_;               // why the last dump or the watch failed; empty = fine
+  std::string subnets_file_;               // empty: not persisted (state_dir unusable)
+  std::vector<bool> port_link_up_;         // per dp_.ports, from the last poll
+  bool kernel_dirty_ = true;               // dump the kernel at the next poll
+  uint64_t next_discovery_ns_ = 0, next_port_poll_ns_ = 0;
+  uint64_t discovery_reloads_seen_ = 0;    // reloads_ when custom subnets were last taken
 };
 
 dp::Settings dataplane_settings(const config::Config& c);

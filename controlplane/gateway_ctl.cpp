@@ -235,6 +235,7 @@ void Gateway::register_handlers() {
     send_initiation(*p, now_ns());
     return ctl::Reply::success({{"peer", name}, {"initiation_sent", true}});
   });
+  register_discovery_handlers();
 }
 
 }  // namespace sluice::cp

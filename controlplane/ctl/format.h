@@ -18,6 +18,10 @@ std::string format_status(const nlohmann::json& status);
 // Takes the array of peers, or an object holding it under "peers".
 std::string format_peers(const nlohmann::json& peers);
 
+// `subnets`: a table of name, prefix, origin, preferred, available, interface, the DPDK port the
+// data path routes it through, and when it was last seen. Takes the list or {"subnets": [...]}.
+std::string format_subnets(const nlohmann::json& result);
+
 // Any other result: `key: value` lines, nested objects indented, arrays of objects as tables.
 std::string format_generic(const nlohmann::json& result);
 
