@@ -43,6 +43,13 @@ void save(const discovery::SubnetRegistry& reg, const std::string& file) {
 
 json unix_time_or_null(int64_t t) { return t > 0 ? json(t) : json(nullptr); }
 
+// A reload may have changed config.subnets: take them when the reload count moved.
+void sync_custom(discovery::SubnetRegistry& reg, const config::Config& cfg, uint64_t reloads, uint64_t* seen) {
+  if (reloads == *seen) return;
+  reg.set_custom(custom_subnets(cfg));
+  *seen = reloads;
+}
+
 }  // namespace
 
 void Gateway::start_discovery() {
@@ -77,10 +84,7 @@ void Gateway::start_discovery() {
 void Gateway::poll_discovery(uint64_t now, bool force) {
   if (!force && now < next_discovery_ns_) return;
   next_discovery_ns_ = now + kDiscoveryPollNs;
-  if (reloads_ != discovery_reloads_seen_) {  // a reload may have changed config.subnets
-    subnets_.set_custom(custom_subnets(cfg_));
-    discovery_reloads_seen_ = reloads_;
-  }
+  sync_custom(subnets_, cfg_, reloads_, &discovery_reloads_seen_);
   bool refresh = force;
   if (kernel_watch_.drain()) kernel_dirty_ = true;
   const bool port_poll = force || now >= next_port_poll_ns_;
@@ -187,7 +191,10 @@ json Gateway::subnets_json() const {
 }
 
 void Gateway::register_discovery_handlers() {
-  ctl_.add_handler("subnets", [this](const json&) { return ctl::Reply::success(subnets_json()); });
+  ctl_.add_handler("subnets", [this](const json&) {
+    sync_custom(subnets_, cfg_, reloads_, &discovery_reloads_seen_);
+    return ctl::Reply::success(subnets_json());
+  });
   ctl_.add_handler("subnets_rediscover", [this](const json&) {
     const size_t unhidden = subnets_.unhide_all();
     kernel_dirty_ = true;
@@ -199,6 +206,7 @@ void Gateway::register_discovery_handlers() {
     return ctl::Reply::success(r);
   });
   ctl_.add_handler("subnets_forget", [this](const json& args) {
+    sync_custom(subnets_, cfg_, reloads_, &discovery_reloads_seen_);
     const std::string text = args.value("prefix", "");
     auto p = config::parse_prefix(text);
     if (!p) return ctl::Reply::failure("--prefix '" + text + "': expected ADDRESS/LENGTH");

@@ -188,6 +188,25 @@ assert_eq "rediscover unhid" 1 "$(json_get .unhidden <<<"$out")"
 assert_eq "$WAN_NET re-populated" true "$(json_get ".subnets[prefix=$WAN_NET].available" <<<"$out")"
 sub_absent "$DMZ" || fail "rediscover brought back $DMZ, which no interface has"
 expect_ok "rediscover prints a table" bash -c "timeout 10 '$SLUICECTL' --socket '$LAB_SOCKET' subnets rediscover | grep -q '^NAME'"
+# A reload that renames and adds configured subnets shows at once; the discovered one that a new
+# custom subnet matches becomes custom (named, preferred) and keeps its status.
+LAB_EXTRA_YAML=$(
+  cat <<EOF
+subnets:
+  - {prefix: 198.51.100.0/24, name: Office, preferred: true}
+  - {prefix: 203.0.113.0/26, name: Branch Office, via: 198.51.100.254}
+  - {prefix: $WAN_NET, name: Underlay, preferred: true}
+EOF
+)
+LAB_METRICS_PORT=${LAB_METRICS#*:} lab_write_config
+expect_ok "reload" lab_ctl reload
+assert_eq "Branch renamed" "Branch Office" "$(sub 203.0.113.0/26 name)"
+assert_eq "$WAN_NET now custom" custom "$(sub $WAN_NET origin)"
+assert_eq "$WAN_NET name" Underlay "$(sub $WAN_NET name)"
+assert_eq "$WAN_NET preferred" true "$(sub $WAN_NET preferred)"
+assert_eq "$WAN_NET still available" true "$(sub $WAN_NET available)"
+expect_fail "a discovered subnet that became custom cannot be forgotten" lab_ctl subnets forget --prefix "$WAN_NET"
+
 # And once more after a restart: the hidden list is persisted too (nothing hidden now).
 lab_stop_gateway
 lab_start_gateway

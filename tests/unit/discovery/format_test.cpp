@@ -51,3 +51,26 @@ TEST(FormatSubnets, EmptyAndOdd) {
 
 }  // namespace
 }  // namespace sluice::ctl
+
+#include "controlplane/ctl/cli.h"
+
+namespace sluice::ctl {
+namespace {
+
+TEST(SubnetsCommandLine, ForgetAndRediscover) {
+  std::string err;
+  auto inv = parse_command_line({"subnets", "forget", "--prefix", "203.0.113.128/25", "--json"}, &err);
+  ASSERT_TRUE(inv) << err;
+  EXPECT_EQ(inv->command, "subnets_forget");
+  EXPECT_EQ(inv->args["prefix"], "203.0.113.128/25");
+  EXPECT_TRUE(inv->json_output);
+  EXPECT_FALSE(parse_command_line({"subnets", "forget"}, &err));
+  EXPECT_NE(err.find("missing --prefix"), std::string::npos) << err;
+  inv = parse_command_line({"subnets", "rediscover"}, &err);
+  ASSERT_TRUE(inv) << err;
+  EXPECT_EQ(inv->command, "subnets_rediscover");
+  EXPECT_NE(usage().find("subnets forget --prefix PREFIX"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice::ctl
