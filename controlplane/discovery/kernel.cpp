@@ -194,7 +194,9 @@ bool KernelWatcher::drain() {
   }
 }
 
-bool KernelWatcher::dump(KernelSnapshot* out, std::string* err) {
+namespace {
+
+bool dump_once(KernelSnapshot* out, std::string* err) {
   mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
   if (nl == nullptr) {
     *err = std::string("netlink socket: ") + std::strerror(errno);
@@ -209,6 +211,18 @@ bool KernelWatcher::dump(KernelSnapshot* out, std::string* err) {
   mnl_socket_close(nl);
   if (ok) *out = std::move(snap);
   return ok;
+}
+
+}  // namespace
+
+bool KernelWatcher::dump(KernelSnapshot* out, std::string* err) {
+  // A dump that a change interrupted (NLM_F_DUMP_INTR, which libmnl reports as EINTR) may be
+  // inconsistent: take it again.
+  for (int attempt = 0;; ++attempt) {
+    errno = 0;
+    if (dump_once(out, err)) return true;
+    if (errno != EINTR || attempt == 2) return false;
+  }
 }
 
 }  // namespace sluice::discovery
