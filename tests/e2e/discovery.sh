@@ -212,5 +212,9 @@ lab_stop_gateway
 lab_start_gateway
 expect_sub "after the second restart" "$WAN_NET" available true
 
+if grep -E 'event=(known_subnets_not_saved|known_subnets_unreadable|kernel_discovery_failed|kernel_discovery_degraded|state_dir_unusable)' "$LAB_GW_LOG" >&2; then
+  fail "sluiced reported a discovery problem"
+fi
+lab_log "subnet events logged: $(grep -cE 'event=subnet_(un)?available' "$LAB_GW_LOG")"
 lab_gateway_alive || fail "sluiced died"
 lab_log "PASS"
