@@ -95,6 +95,7 @@ bool Gateway::start(std::string* err) {
   }
   register_handlers();
   if (!dp_.start(err)) return false;
+  start_discovery();
 
   for (const auto& port : dp_.ports)
     log::info("port_up", {{"port", port.cfg.name},
@@ -150,6 +151,7 @@ void Gateway::run() {
       refresh_trust();
       dp_.neigh.tick(rte_rdtsc(), neigh_io_);
       dp_.rcu.reclaim();
+      poll_discovery(now);
       next_tick = now + kTickNs;
     }
     // Sleep in poll(2) on the control socket only when there was nothing to do; the rings are

@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "controlplane/config/config.h"
+#include "controlplane/discovery/kernel.h"
+#include "controlplane/discovery/registry.h"
 #include "controlplane/policy/compiled.h"
 #include "controlplane/policy/trust.h"
 #include "controlplane/ctl/server.h"
@@ -121,6 +123,11 @@ class Gateway {
   policy::AppliesFn trust_applies(const config::Config& c) const;
   void refresh_trust();
   void register_trust_handlers();
+  // Subnet discovery and known subnets (gateway_discovery.cpp).
+  void start_discovery();
+  void poll_discovery(uint64_t now, bool force = false);
+  void register_discovery_handlers();
+  nlohmann::json subnets_json() const;
 
   config::Config cfg_;
   dp::Dataplane dp_;
@@ -153,6 +160,16 @@ class Gateway {
   std::vector<uint32_t> trust_classes_;  // scratch: the next peer classes
   uint64_t trust_republishes_ = 0, trust_rebuilds_ = 0;
   double trust_last_publish_us_ = 0;     // evaluation + publication of the last change
+  // Subnet discovery (gateway_discovery.cpp): polled from the control loop.
+  discovery::SubnetRegistry subnets_;
+  discovery::KernelWatcher kernel_watch_;
+  discovery::KernelSnapshot kernel_;       // the last complete dump
+  std::string kernel_error_;               // why the last dump or the watch failed; empty = fine
+  std::string subnets_file_;               // empty: not persisted (state_dir unusable)
+  std::vector<bool> port_link_up_;         // per dp_.ports, from the last poll
+  bool kernel_dirty_ = true;               // dump the kernel at the next poll
+  uint64_t next_discovery_ns_ = 0, next_port_poll_ns_ = 0;
+  uint64_t discovery_reloads_seen_ = 0;    // reloads_ when custom subnets were last taken
 };
 
 dp::Settings dataplane_settings(const config::Config& c);

@@ -266,6 +266,7 @@ void Gateway::register_handlers() {
     return ctl::Reply::success({{"peer", name}, {"initiation_sent", true}});
   });
   register_trust_handlers();
+  register_discovery_handlers();
 }
 
 }  // namespace sluice::cp

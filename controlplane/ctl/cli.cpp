@@ -31,9 +31,11 @@ const std::vector<CommandSpec>& commands() {
   static const std::vector<CommandSpec> kCommands = {
       {{"status"}, {}, {}, "status", "gateway, ports, peers and counters"},
       {{"peers"}, {}, {}, "peers", "one line per peer: state, endpoint, handshake, transfer"},
-      {{"subnets"}, {}, {}, "subnets", "subnets this gateway routes to"},
+      {{"subnets"}, {}, {}, "subnets", "known subnets: discovered and configured, available or not"},
       {{"subnets", "rediscover"}, {}, {}, "subnets rediscover",
-       "discover the subnets of the LAN ports again"},
+       "discover the subnets of the gateway's interfaces again (brings back forgotten ones)"},
+      {{"subnets", "forget"}, {"prefix"}, {}, "subnets forget --prefix PREFIX",
+       "forget a discovered subnet (one still present stays hidden until rediscover)"},
       {{"policies"}, {}, {}, "policies", "access policies and the peers they admit"},
       {{"conntrack"}, {}, {"peer"}, "conntrack [--peer NAME]", "tracked connections"},
       {{"explain"}, {"peer", "to", "proto"}, {}, "explain --peer NAME --to ADDR[:PORT] --proto P",

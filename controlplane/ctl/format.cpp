@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <ctime>
 #include <utility>
 #include <vector>
 
@@ -521,6 +522,50 @@ std::string format_attestations(const json& result) {
   return render_table({"PEER", "ATTRIBUTE", "SOURCE", "EXPIRES"}, rows, 0);
 }
 
+std::string format_subnets(const json& result) {
+  const json* list = &result;
+  if (result.is_object()) {
+    list = find(result, "subnets");
+    if (!list) return format_generic(result);
+  }
+  if (!list->is_array()) return format_generic(result);
+  const auto now = static_cast<double>(std::time(nullptr));
+  std::vector<std::vector<std::string>> rows;
+  bool kernel_only = false;
+  for (const auto& s : *list) {
+    if (!s.is_object()) continue;
+    std::string name = "-", prefix = "-", origin = "-", iface = "-", port = "-";
+    text_field(s, "name", &name);
+    text_field(s, "prefix", &prefix);
+    text_field(s, "origin", &origin);
+    text_field(s, "interface", &iface);
+    const json* preferred = find(s, "preferred");
+    const json* available = find(s, "available");
+    const json* routable = find(s, "routable");
+    std::string avail = "-", seen = "-";
+    if (available && available->is_boolean()) {
+      avail = available->get<bool>() ? "yes" : "no";
+      double last = 0;
+      if (available->get<bool>()) seen = "now";
+      else if (number_field(s, "last_seen", &last)) seen = format_age(now - last) + " ago";
+      else seen = "never";
+    }
+    if (routable && routable->is_boolean() && routable->get<bool>()) text_field(s, "port", &port);
+    else kernel_only = kernel_only || origin == "discovered";
+    rows.push_back({name, prefix, origin, preferred && preferred->is_boolean() && preferred->get<bool>() ? "yes" : "no",
+                    avail, iface, port, seen});
+  }
+  if (rows.empty()) return "No subnets.\n";
+  std::string out =
+      render_table({"NAME", "PREFIX", "ORIGIN", "PREFERRED", "AVAILABLE", "INTERFACE", "PORT", "LAST SEEN"}, rows, 0);
+  if (kernel_only)
+    out += "\nA subnet without a PORT is not routed by the data path: it is on a kernel interface only, or no\n"
+           "DPDK port reaches it. Serve it from a LAN port, or list it under subnets with a `via` router.\n";
+  if (const json* k = find(result, "kernel_discovery"); k && k->is_string() && k->get<std::string>() != "ok")
+    out += "\nkernel discovery: " + k->get<std::string>() + "\n";
+  return out;
+}
+
 std::string format_generic(const json& result) {
   std::string out;
   // {"subnets": [...]}: the list alone says it all.
@@ -542,6 +587,7 @@ std::string format_result(const std::string& command, const json& result) {
   if (command == "peers") return format_peers(result);
   if (command == "policies") return format_policies(result);
   if (command == "attestations") return format_attestations(result);
+  if (command == "subnets" || command == "subnets_rediscover") return format_subnets(result);
   return format_generic(result);
 }
 

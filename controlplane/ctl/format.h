@@ -24,6 +24,9 @@ std::string format_peers(const nlohmann::json& peers);
 std::string format_policies(const nlohmann::json& policies);
 // `attestations`: a table of peer, attribute, source (config or control) and expiry.
 std::string format_attestations(const nlohmann::json& result);
+// `subnets`: a table of name, prefix, origin, preferred, available, interface, the DPDK port the
+// data path routes it through, and when it was last seen. Takes the list or {"subnets": [...]}.
+std::string format_subnets(const nlohmann::json& result);
 
 // Any other result: `key: value` lines, nested objects indented, arrays of objects as tables.
 std::string format_generic(const nlohmann::json& result);

@@ -9,7 +9,7 @@ SLUICE_PACKAGES=(
   meson ninja-build pkg-config g++
   dpdk-dev libdpdk-dev libsodium-dev libb2-dev libyaml-cpp-dev prometheus-cpp-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev nlohmann-json3-dev libnuma-dev libpcap-dev
-  libbsd-dev
+  libbsd-dev libmnl-dev
   wireguard-go wireguard-tools iproute2 ethtool iputils-ping netcat-openbsd dnsutils dnsmasq-base
   python3 procps curl
   python3-yaml python3-jsonschema shellcheck
