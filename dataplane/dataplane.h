@@ -17,6 +17,7 @@
 #include "dataplane/neigh.h"
 #include "dataplane/peers.h"
 #include "dataplane/rcu.h"
+#include "dataplane/rule_hits.h"
 
 namespace sluice::policy {
 class CompiledPolicy;
@@ -108,6 +109,7 @@ class Dataplane {
   std::vector<Port> ports;
   int underlay = -1;  // index of the underlay port
   rte_mempool* pool = nullptr;
+  RuleHits rule_hits;  // before rcu: its retired tables are folded by rcu callbacks, even in ~Rcu
   Rcu rcu;
   PeerTable peers;
   NeighTable neigh;
