@@ -44,6 +44,7 @@ std::string restart_needed(const config::Config& a, const config::Config& b) {
       return "peer " + pa.name + " (name, key or virtual address)";
   }
   if (a.control.socket != b.control.socket) return "control.socket";
+  if (a.metrics.listen != b.metrics.listen) return "metrics.listen";
   return "";
 }
 
