@@ -164,7 +164,9 @@ before=$(date +%s)
 LAB_EXTRA_YAML=$(policies "      - {action: deny, protocol: tcp, ports: [23]}")
 lab_write_config
 expect_ok "sluicectl reload" lab_ctl reload
-scrape
+# A scrape waits (bounded) for a fresh snapshot; poll anyway, the control thread may be slow.
+counter_is() { scrape && [[ $(num "$1") == "$2" ]]; }
+wait_until 10 counter_is sluice_reloads_total 1 || fail "sluice_reloads_total did not reach 1"
 assert_eq "reloads" 1 "$(num sluice_reloads_total)"
 assert_eq "config generation" 2 "$(num sluice_config_generation)"
 loaded=$(num sluice_last_reload_success_timestamp_seconds)
@@ -174,9 +176,21 @@ assert_eq "rule hits carry over the reload" "$((hit_allow0 + 1 + FLOWS))" \
 assert_eq "the new rule has a series" 0 "$(num sluice_policy_rule_hits_total policy=office rule=2)"
 printf '\npolicies: [\n' >>"$LAB_CONFIG"
 expect_fail "a broken configuration is refused" lab_ctl reload
-scrape
+wait_until 10 counter_is sluice_reload_failures_total 1 || fail "sluice_reload_failures_total did not reach 1"
 assert_eq "reload failures" 1 "$(num sluice_reload_failures_total)"
 assert_eq "reloads unchanged" 1 "$(num sluice_reloads_total)"
+# Two more generations: the first generation's hit table is retired and folded into the totals.
+for extra in "      - {action: deny, protocol: tcp, ports: [24]}" ""; do
+  LAB_EXTRA_YAML=$(policies "$extra")
+  lab_write_config
+  expect_ok "sluicectl reload" lab_ctl reload
+done
+wait_until 10 counter_is sluice_reloads_total 3 || fail "sluice_reloads_total did not reach 3"
+assert_eq "config generation" 4 "$(num sluice_config_generation)"
+assert_eq "rule hits survive retired generations" "$((hit_allow0 + 1 + FLOWS))" \
+  "$(num sluice_policy_rule_hits_total policy=office rule=1)"
+assert_eq "deny hits survive retired generations" "$((hit_deny0 + DENIED))" \
+  "$(num sluice_policy_rule_hits_total policy=office rule=0)"
 expect_ok "promtool check metrics after reloads" promtool check metrics <"$M"
 
 lab_gateway_alive || fail "sluiced is no longer running"
