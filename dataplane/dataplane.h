@@ -109,7 +109,9 @@ class Dataplane {
   std::vector<Port> ports;
   int underlay = -1;  // index of the underlay port
   rte_mempool* pool = nullptr;
-  RuleHits rule_hits;  // before rcu: its retired tables are folded by rcu callbacks, even in ~Rcu
+  // Hits per policy rule; cp: publish() and totals(), dp: row() and its own counters. Declared
+  // before rcu: rcu callbacks fold its retired tables, also from ~Rcu.
+  RuleHits rule_hits;
   Rcu rcu;
   PeerTable peers;
   NeighTable neigh;
