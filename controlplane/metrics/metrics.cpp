@@ -1,10 +1,15 @@
 #include "controlplane/metrics/metrics.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <netinet/in.h>
 #include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 namespace sluice::metrics {
@@ -198,6 +203,12 @@ bool Server::start(const std::string& listen, std::string* err) {
   const char* options[] = {"listening_ports", listen.c_str(), "num_threads", "2", "request_timeout_ms", "10000",
                            nullptr};
   g_start_error.clear();
+  // The address part, to reach the socket ourselves in stop(); "" or 0.0.0.0 mean any.
+  in_addr addr{};
+  const auto colon = listen.rfind(':');
+  listen_addr_ = colon != std::string::npos && inet_pton(AF_INET, listen.substr(0, colon).c_str(), &addr) == 1
+                     ? ntohl(addr.s_addr)
+                     : 0;
   ctx_ = mg_start(&cb, this, options);
   if (ctx_ == nullptr) {
     *err = "cannot listen on " + listen + (g_start_error.empty() ? "" : ": " + g_start_error);
@@ -214,7 +225,27 @@ void Server::stop() {
     published_.store(UINT64_MAX, std::memory_order_relaxed);  // release waiting scrapes
   }
   cv_.notify_all();
-  mg_stop(ctx_);
+  // civetweb's master thread polls its listening socket with a 2 s timeout and mg_stop() waits
+  // for it: connections to the socket wake it so that sluiced stops at once.
+  mg_server_port port{};
+  const bool wake = mg_get_server_ports(ctx_, 1, &port) == 1 && port.protocol == 1;
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    mg_stop(ctx_);
+    stopped.store(true);
+  });
+  for (int i = 0; wake && i < 40 && !stopped.load(); ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port.port));
+    a.sin_addr.s_addr = listen_addr_ != 0 ? htonl(listen_addr_) : htonl(INADDR_LOOPBACK);
+    (void)!::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::close(fd);
+  }
+  stopper.join();
   ctx_ = nullptr;
 }
 

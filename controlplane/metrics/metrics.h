@@ -104,6 +104,7 @@ class Server {
   static int handle(mg_connection* conn, void* self);
 
   mg_context* ctx_ = nullptr;
+  uint32_t listen_addr_ = 0;  // host order; 0: any (stop() wakes it through the loopback)
   std::mutex mu_;
   std::condition_variable cv_;
   std::shared_ptr<const Snapshot> snap_;  // under mu_; rendered by the scrape's own thread
