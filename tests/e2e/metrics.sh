@@ -108,7 +108,7 @@ wan_rx0=$(num sluice_port_rx_packets_total port=wan)
 
 assert_ping_clean "pings through the tunnel" "$LAB_NS_CL" "$LAB_LAN_ADDR" "$PINGS" 0.05
 # Datagrams from one socket: a denied flow ($DENIED packets), then $FLOWS allowed flows of two
-# datagrams each (each socket has its own source port: its own flow).
+# datagrams each (each from its own source port: its own flow).
 ip netns exec "$LAB_NS_CL" python3 - "$LAB_LAN_ADDR" "$DENY_PORT" "$DENIED" "$ALLOW_PORT" "$FLOWS" <<'EOF'
 import socket, sys, time
 dst, deny_port, denied, allow_port, flows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -118,6 +118,7 @@ for i in range(denied):
     time.sleep(0.02)
 for f in range(flows):
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("0.0.0.0", 41001 + f))  # distinct source ports: distinct flows, never a reused one
     for i in range(2):
         a.sendto(b"allowed %d" % i, (dst, allow_port))
         time.sleep(0.02)
