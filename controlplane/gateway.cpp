@@ -94,6 +94,7 @@ bool Gateway::start(std::string* err) {
     return false;
   }
   register_handlers();
+  if (!start_metrics(err)) return false;
   if (!dp_.start(err)) return false;
   start_discovery();
 
@@ -146,6 +147,7 @@ void Gateway::run() {
       for (const auto& e : errors) log::warn("reload_error", {{"error", e}});
     }
     unsigned work = drain_events(now) + drain_packets(now);
+    metrics_tick(now);
     if (now >= next_tick) {
       tick_peers(now);
       refresh_trust();

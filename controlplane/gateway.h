@@ -22,6 +22,7 @@
 #include "controlplane/policy/compiled.h"
 #include "controlplane/policy/trust.h"
 #include "controlplane/ctl/server.h"
+#include "controlplane/metrics/metrics.h"
 #include "controlplane/wg/noise.h"
 #include "controlplane/wg/timers.h"
 #include "dataplane/dataplane.h"
@@ -128,6 +129,12 @@ class Gateway {
   void poll_discovery(uint64_t now, bool force = false);
   void register_discovery_handlers();
   nlohmann::json subnets_json() const;
+  // Metrics (gateway_metrics.cpp).
+  bool start_metrics(std::string* err);
+  void metrics_tick(uint64_t now);  // refreshes the snapshot each second and when a scrape waits
+  metrics::Snapshot metrics_snapshot() const;
+  // A policy generation compiled from c is about to be published: its rule-hit table goes first.
+  void metrics_new_policy(const config::Config& c, uint64_t generation);
 
   config::Config cfg_;
   dp::Dataplane dp_;
@@ -135,6 +142,9 @@ class Gateway {
   dp::NeighTable::Io neigh_io_;  // the control thread's ARP I/O, built once at start
   std::vector<std::unique_ptr<Peer>> peers_;  // index = peer id
   ctl::Server ctl_;
+  metrics::Server metrics_;
+  uint64_t next_metrics_ns_ = 0;
+  double start_unix_s_ = 0, last_load_unix_s_ = 0;  // system clock: metrics timestamps
   uint64_t started_ns_ = 0;
 
   // Handshake load: messages in the current one-second window, and until when we demand cookies.

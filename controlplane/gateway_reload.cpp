@@ -9,6 +9,7 @@ using config::to_string;
 bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::string* err) {
   auto pol = policy::CompiledPolicy::build(c, trust_applies(c), generation, err);
   if (pol == nullptr) return false;
+  metrics_new_policy(c, generation);  // its rule-hit counters, published before the policy
   const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
   // Workers may still classify with the old tables: free them after a grace period. Flows it
   // decided are re-classified on their next packet (their generation is older).
@@ -43,6 +44,7 @@ std::string restart_needed(const config::Config& a, const config::Config& b) {
       return "peer " + pa.name + " (name, key or virtual address)";
   }
   if (a.control.socket != b.control.socket) return "control.socket";
+  if (a.metrics.listen != b.metrics.listen) return "metrics.listen";
   return "";
 }
 

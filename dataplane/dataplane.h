@@ -17,6 +17,7 @@
 #include "dataplane/neigh.h"
 #include "dataplane/peers.h"
 #include "dataplane/rcu.h"
+#include "dataplane/rule_hits.h"
 
 namespace sluice::policy {
 class CompiledPolicy;
@@ -108,6 +109,9 @@ class Dataplane {
   std::vector<Port> ports;
   int underlay = -1;  // index of the underlay port
   rte_mempool* pool = nullptr;
+  // Hits per policy rule; cp: publish() and totals(), dp: row() and its own counters. Declared
+  // before rcu: rcu callbacks fold its retired tables, also from ~Rcu.
+  RuleHits rule_hits;
   Rcu rcu;
   PeerTable peers;
   NeighTable neigh;

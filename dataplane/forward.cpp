@@ -94,7 +94,9 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
     acl_of[i] = n_acl++;
   }
   policy::Verdict verdicts[kMaxBurst];
+  RuleHits::Row hits;
   if (n_acl > 0) {
+    hits = dp.rule_hits.row(index, pol->generation());
     pol->classify(acl_keys, n_acl, verdicts);
     policy_lookups.add(n_acl);
   }
@@ -110,6 +112,7 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
       if (!v.allow) {
         // A policy change that revokes access also ends the open connections it covered.
         if (c != nullptr) ct.erase(*c);
+        hits.hit(v.policy, v.rule);
         drop(m, Drop::policy_deny);
         continue;
       }
@@ -135,6 +138,7 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
         for (uint16_t j = i + 1; j < nf; ++j)
           if (conns[j] == nullptr && keys[j] == keys[i]) conns[j] = c;
       }
+      hits.hit(v.policy, v.rule);  // a flow opened, or an open one allowed again by a new generation
       c->verdict = Verdict::allow;
       c->policy_gen = gen;
       c->policy_id = v.policy;

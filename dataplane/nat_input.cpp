@@ -15,13 +15,14 @@ namespace {
 
 // Whether the connection's verdict still holds under the current policy; re-classifies a
 // verdict from an older generation (one packet at a time: rare, right after a change).
-bool still_allowed(const policy::CompiledPolicy* pol, Conn& c) {
+bool still_allowed(const policy::CompiledPolicy* pol, Conn& c, const RuleHits& hits, unsigned worker) {
   if (pol == nullptr) return false;
   const auto gen = uint32_t(pol->generation());
   if (c.policy_gen == gen) return c.verdict == Verdict::allow;
   const policy::FlowKey k = pol->flow_key(c.peer, c.dst, c.proto, c.dport);
   policy::Verdict v;
   pol->classify(&k, 1, &v);
+  hits.row(worker, pol->generation()).hit(v.policy, v.rule);
   c.verdict = v.allow ? Verdict::allow : Verdict::deny;
   c.policy_gen = gen;
   c.policy_id = v.policy;
@@ -59,7 +60,7 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
           continue;
         }
         Conn& c = ct.at(idx);
-        if (!still_allowed(pol, c) || !ip_ttl_decrement(p)) {
+        if (!still_allowed(pol, c, dp.rule_hits, index) || !ip_ttl_decrement(p)) {
           drop(m, Drop::frag_no_first);
           continue;
         }
@@ -90,7 +91,7 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
       drop(m, is_error ? Drop::icmp_error_no_conn : Drop::ct_no_conn);
       continue;
     }
-    if (!still_allowed(pol, *c)) {
+    if (!still_allowed(pol, *c, dp.rule_hits, index)) {
       ct.erase(*c);
       drop(m, Drop::policy_deny);
       continue;

@@ -4,14 +4,14 @@
 
 SLUICE_ROOT=${SLUICE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 
-# Debian packages the build, the tests and the demo need.
+# Debian packages the build, the tests and the demo need (prometheus: promtool, for tests/e2e/metrics.sh).
 SLUICE_PACKAGES=(
   meson ninja-build pkg-config g++
-  dpdk-dev libdpdk-dev libsodium-dev libb2-dev libyaml-cpp-dev prometheus-cpp-dev libc-ares-dev
+  dpdk-dev libdpdk-dev libsodium-dev libb2-dev libyaml-cpp-dev prometheus-cpp-dev libcivetweb-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev nlohmann-json3-dev libnuma-dev libpcap-dev
   libbsd-dev libmnl-dev
   wireguard-go wireguard-tools iproute2 ethtool iputils-ping netcat-openbsd dnsutils dnsmasq-base
-  python3 procps curl
+  python3 procps curl prometheus
   python3-yaml python3-jsonschema shellcheck
 )
 

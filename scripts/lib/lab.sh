@@ -453,7 +453,9 @@ lab_write_config() {
   mkdir -p "$LAB_DIR/state"
   local eal="" a port
   for a in "${LAB_EAL_ARGS[@]}"; do eal+="${eal:+, }\"$a\""; done
+  # Chosen once: a later config keeps it (a reload cannot move metrics.listen).
   port=${LAB_METRICS_PORT:-$(lab_free_port "$LAB_NS_GW")}
+  LAB_METRICS_PORT=$port
   LAB_METRICS="127.0.0.1:$port"
   {
     cat <<EOF
