@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstddef>
+#include <fstream>
 #include <map>
 #include <string_view>
 
@@ -21,6 +22,7 @@ struct CommandSpec {
   std::vector<std::string> optional;
   const char* synopsis;
   const char* help;
+  const char* positional = nullptr;  // one required positional argument after the words (args key)
 };
 
 const std::vector<CommandSpec>& commands() {
@@ -40,6 +42,14 @@ const std::vector<CommandSpec>& commands() {
       {{"firewall", "reset"}, {}, {}, "firewall reset",
        "apply the host firewall from the configuration again"},
       {{"rekey"}, {"peer"}, {}, "rekey --peer NAME", "initiate a new handshake with a peer"},
+      {{"peers", "add"}, {"name", "public-key", "virtual-address"},
+       {"tags", "endpoint", "keepalive", "preshared-key-file", "attribute"},
+       "peers add --name N --public-key K --virtual-address A",
+       "add a peer now, until the next reload of the file; also [--tags a,b] [--endpoint IP:PORT] "
+       "[--keepalive S] [--preshared-key-file F] [--attribute k=v,...]"},
+      {{"peers", "remove"}, {}, {}, "peers remove NAME", "remove a peer now (until the next reload)", "name"},
+      {{"peers", "set"}, {}, {"tags", "attribute"}, "peers set NAME [--tags a,b] [--attribute k=v,...]",
+       "change a peer's tags or attributes now (until the next reload)", "name"},
       {{"neighbors"}, {}, {}, "neighbors", "the ARP table of the gateway's ports"},
   };
   return kCommands;
@@ -173,6 +183,16 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
     if (group && words.size() > 1) *err = "unknown command '" + words[0] + " " + words[1] + "'";
     return std::nullopt;
   }
+  if (spec->positional != nullptr) {
+    if (words.size() == spec->words.size()) {
+      *err = "'" + std::string(spec->synopsis) + "': missing " + std::string(spec->positional);
+      return std::nullopt;
+    }
+    if (words.size() == spec->words.size() + 1) {
+      inv.args[spec->positional] = words.back();
+      words.pop_back();
+    }
+  }
   if (words.size() > spec->words.size()) {
     *err = "unexpected argument '" + words[spec->words.size()] + "' for '" +
            std::string(spec->synopsis) + "'";
@@ -217,8 +237,19 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
     } else if (name == "to") {
       inv.args["to"] = value;
       if (!parse_destination(value, inv.args, err)) return std::nullopt;
+    } else if (name == "preshared-key-file") {
+      // Read here: the gateway may not see the caller's files.
+      std::ifstream f(value);
+      std::string key;
+      if (!f || !(f >> key)) {
+        *err = "--preshared-key-file: cannot read '" + value + "'";
+        return std::nullopt;
+      }
+      inv.args["preshared_key"] = key;
     } else {
-      inv.args[name] = value;
+      std::string wire = name;  // --public-key -> public_key
+      std::replace(wire.begin(), wire.end(), '-', '_');
+      inv.args[wire] = value;
     }
   }
   return inv;
