@@ -129,12 +129,12 @@ void Gateway::run() {
       reload(&errors);
       for (const auto& e : errors) log::warn("reload_error", {{"error", e}});
     }
-    poll_config_watch(now);
     unsigned work = drain_events(now) + drain_packets(now);
     if (now >= next_tick) {
       tick_peers(now);
       dp_.neigh.tick(rte_rdtsc(), neigh_io_);
       dp_.rcu.reclaim();
+      poll_config_watch(now);
       next_tick = now + kTickNs;
     }
     // Sleep in poll(2) on the control socket only when there was nothing to do; the rings are

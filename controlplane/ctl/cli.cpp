@@ -188,10 +188,8 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
       *err = "'" + std::string(spec->synopsis) + "': missing " + std::string(spec->positional);
       return std::nullopt;
     }
-    if (words.size() == spec->words.size() + 1) {
-      inv.args[spec->positional] = words.back();
-      words.pop_back();
-    }
+    inv.args[spec->positional] = words[spec->words.size()];
+    words.erase(words.begin() + std::ptrdiff_t(spec->words.size()));
   }
   if (words.size() > spec->words.size()) {
     *err = "unexpected argument '" + words[spec->words.size()] + "' for '" +
