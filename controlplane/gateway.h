@@ -206,6 +206,7 @@ class Gateway {
   std::string watch_name_;        // the file's name inside the watched directory
   uint64_t watch_due_ns_ = 0;     // a change was seen: reload at this time (debounce); 0 = none
   uint64_t watch_reloads_ = 0;
+  uint64_t reload_file_hash_ = 0;  // contents of the file at the last reload attempt (any trigger)
   ctl::Server ctl_;
   uint64_t started_ns_ = 0;
   bool started_ = false;  // start() finished: peers added from now on are logged
@@ -229,6 +230,9 @@ class Gateway {
 };
 
 dp::Settings dataplane_settings(const config::Config& c);
+// A hash of a file's bytes; 0 when it cannot be read. The watch skips a change that leaves the
+// file as the last reload read it (already reloaded by SIGHUP or sluicectl, or touched only).
+uint64_t file_hash(const std::string& path);
 // What a reload cannot change without a restart: empty when `next` only changes policies,
 // subnets and peers.
 std::string restart_needed(const config::Config& running, const config::Config& next);

@@ -51,6 +51,7 @@ std::string restart_needed(const config::Config& a, const config::Config& b) {
 }
 
 bool Gateway::reload(std::vector<std::string>* errors) {
+  reload_file_hash_ = file_hash(config_path_);
   auto loaded = config::load_file(config_path_);
   for (const auto& e : loaded.errors) errors->push_back(e.to_string());
   std::string why;

@@ -8,11 +8,21 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 
 #include "controlplane/gateway.h"
 #include "controlplane/log.h"
 
 namespace sluice::cp {
+
+uint64_t file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return uint64_t(std::hash<std::string>{}(bytes)) | 1;  // never 0
+}
 
 void Gateway::watch_config() {
   if (!cfg_.control.watch_config || config_path_.empty()) return;
@@ -32,6 +42,7 @@ void Gateway::watch_config() {
     watch_fd_ = -1;
     return;
   }
+  reload_file_hash_ = file_hash(config_path_);  // what start() loaded
   log::info("config_watch", {{"directory", dir}, {"file", watch_name_}});
 }
 
@@ -55,6 +66,10 @@ void Gateway::poll_config_watch(uint64_t now) {
   if (watch_due_ns_ == 0 || now < watch_due_ns_) return;
   watch_due_ns_ = 0;
   if (access(config_path_.c_str(), R_OK) != 0) return;  // deleted (or mid-rename): wait for it
+  if (file_hash(config_path_) == reload_file_hash_) {
+    log::debug("config_unchanged", {{"file", config_path_}});
+    return;
+  }
   ++watch_reloads_;
   log::info("config_changed", {{"file", config_path_}});
   std::vector<std::string> errors;

@@ -43,6 +43,7 @@ lab_keygen tablet
 lab_keygen phone
 lab_peer laptop "$(lab_pub laptop)" 100.64.0.2 "tags: [users]"
 LAB_METRICS_PORT=$(lab_free_port "$LAB_NS_GW")  # the same in every version of the file
+LAB_WATCH_CONFIG=true  # the lab turns the watch off for tests that edit the file, then reload
 lab_write_config
 lab_start_gateway
 assert_eq "the gateway watches its configuration file" true "$(lab_get .config.watching)"
