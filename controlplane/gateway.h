@@ -205,6 +205,7 @@ class Gateway {
   int watch_wd_ = -1;
   std::string watch_name_;        // the file's name inside the watched directory
   uint64_t watch_due_ns_ = 0;     // a change was seen: reload at this time (debounce); 0 = none
+  uint64_t watch_first_ns_ = 0;   // the first change of the current quiet period
   uint64_t watch_reloads_ = 0;
   uint64_t reload_file_hash_ = 0;  // contents of the file at the last reload attempt (any trigger)
   ctl::Server ctl_;

@@ -55,12 +55,11 @@ void Gateway::poll_config_watch(uint64_t now) {
     for (ssize_t off = 0; off < n;) {
       const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
       off += ssize_t(sizeof(inotify_event) + ev->len);
-      if (ev->mask & IN_Q_OVERFLOW) {
-        watch_due_ns_ = now + kWatchDebounceNs;  // lost events: reload to be safe
-        continue;
-      }
-      if (ev->len == 0 || watch_name_ != ev->name) continue;
-      watch_due_ns_ = now + kWatchDebounceNs;  // each change restarts the quiet period
+      // Lost events (queue overflow): reload to be safe. Each change restarts the quiet period.
+      const bool ours = (ev->mask & IN_Q_OVERFLOW) || (ev->len > 0 && watch_name_ == ev->name);
+      if (!ours) continue;
+      if (watch_due_ns_ == 0) watch_first_ns_ = now;
+      watch_due_ns_ = now + kWatchDebounceNs;
     }
   }
   if (watch_due_ns_ == 0 || now < watch_due_ns_) return;
@@ -71,7 +70,8 @@ void Gateway::poll_config_watch(uint64_t now) {
     return;
   }
   ++watch_reloads_;
-  log::info("config_changed", {{"file", config_path_}});
+  log::info("config_changed", {{"file", config_path_},
+                               {"since_change_ms", std::to_string((now - watch_first_ns_) / 1'000'000)}});
   std::vector<std::string> errors;
   reload(&errors);
   for (const auto& e : errors) log::warn("reload_error", {{"error", e}});

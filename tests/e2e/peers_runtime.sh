@@ -97,7 +97,8 @@ LAB_CONFIG=$real_config.new lab_write_config  # written aside, then renamed over
 mv "$real_config.new" "$real_config"
 t0=$(_lab_now_ms)
 assert_counter_ge .config.watch_reloads $((reloads0 + 1)) 10
-lab_log "FIGURE: file renamed over -> reloaded by the watch: $(($(_lab_now_ms) - t0)) ms (poll granularity 200 ms)"
+since=$(sed -n 's/.*event=config_changed.*since_change_ms=\([0-9]*\).*/\1/p' "$LAB_GW_LOG" | tail -1)
+lab_log "FIGURE: file renamed over -> reload started by the watch after ${since:-?} ms (debounce 200 ms); seen in status after $(($(_lab_now_ms) - t0)) ms"
 assert_eq "reload failures" 0 "$(lab_get .config.reload_failures)"
 ping_c_fast() { ip netns exec "$NS_C" ping -n -q -c 1 -W 0.2 "$LAN" >/dev/null 2>&1; }
 wait_until 20 ping_c_fast || fail "phone cannot reach $LAN after the file reload"
