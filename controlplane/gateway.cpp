@@ -9,6 +9,8 @@
 #include <cmath>
 #include <thread>
 
+#include <unistd.h>
+
 #include "controlplane/config/keys.h"
 #include "controlplane/gateway_util.h"
 #include "controlplane/log.h"
@@ -52,7 +54,8 @@ dp::Settings dataplane_settings(const config::Config& c) {
     case config::AeadBackend::openssl: s.aead = crypto::AeadBackend::openssl; break;
     case config::AeadBackend::sodium: s.aead = crypto::AeadBackend::sodium; break;
   }
-  s.max_peers = std::max<uint32_t>(64, uint32_t(c.peers.size()) * 2);
+  // Room for peers added at run time (sluicectl peers add, reloads) and freed slots in quarantine.
+  s.max_peers = std::max<uint32_t>(256, uint32_t(c.peers.size()) * 2);
   s.neigh.timeout_s = c.dataplane.neighbor_timeout;
   s.neigh.queue_per_entry = c.dataplane.neighbor_queue;
   return s;
@@ -69,6 +72,7 @@ Gateway::~Gateway() {
     if (p) drop_staged(*p);
   }
   ctl_.close();
+  if (watch_fd_ >= 0) close(watch_fd_);
 }
 
 uint64_t Gateway::now_ns() {
@@ -87,7 +91,9 @@ bool Gateway::start(std::string* err) {
     return false;
   }
   noise_ = std::make_unique<wg::Noise>(cfg_.gateway.private_key);
-  for (const auto& p : cfg_.peers) add_peer(p);
+  // Slot i = cfg_.peers[i], as the policy just published assumes.
+  for (size_t i = 0; i < cfg_.peers.size(); ++i) add_peer(cfg_.peers[i], uint32_t(i));
+  watch_config();
 
   if (!ctl_.listen(cfg_.control.socket, err)) {
     *err = "control socket " + cfg_.control.socket + ": " + *err;
@@ -110,29 +116,8 @@ bool Gateway::start(std::string* err) {
                                  {"workers", std::to_string(dp_.settings.workers)},
                                  {"aead", crypto::backend_name(dp_.settings.aead)},
                                  {"peers", std::to_string(peers_.size())}});
+  started_ = true;
   return true;
-}
-
-void Gateway::add_peer(const config::Peer& c) {
-  auto p = std::make_unique<Peer>();
-  p->cfg = c;
-  p->id = uint32_t(peers_.size());
-  const wg::Key psk = c.preshared_key.value_or(wg::Key{});
-  if (auto rc = noise_->add_peer(p->id, c.public_key, psk); rc != wg::PeerChange::ok) {
-    log::error("peer_rejected", {{"peer", c.name}, {"reason", "noise refused the public key"}});
-    return;
-  }
-  dp::PeerSlot& slot = dp_.peers.slot(p->id);
-  slot.virtual_address.store(c.virtual_address, std::memory_order_relaxed);
-  slot.owner.store(uint16_t(p->id % dp_.settings.workers), std::memory_order_relaxed);
-  if (c.endpoint) slot.endpoint.store(dp::pack_endpoint(c.endpoint->addr, c.endpoint->port), std::memory_order_relaxed);
-  slot.active.store(true, std::memory_order_release);
-  dp_.peers.add_address(c.virtual_address, p->id);
-  const uint64_t now = now_ns();
-  if (c.persistent_keepalive > 0) p->timers.set_persistent_keepalive(c.persistent_keepalive, now);
-  // A peer with a configured endpoint is reachable now: start the session ourselves.
-  if (c.endpoint) p->timers.request_handshake(now);
-  peers_.push_back(std::move(p));
 }
 
 // --- The loop -------------------------------------------------------------------------------
@@ -154,6 +139,7 @@ void Gateway::run() {
       dp_.neigh.tick(rte_rdtsc(), neigh_io_);
       dp_.rcu.reclaim();
       poll_discovery(now);
+      poll_config_watch(now);
       next_tick = now + kTickNs;
     }
     // Sleep in poll(2) on the control socket only when there was nothing to do; the rings are
@@ -422,6 +408,7 @@ bool Gateway::has_sending_keypair(const Peer& p) const {
 void Gateway::on_peer_wait(rte_mbuf* m, uint64_t now) {
   const uint32_t id = dp::meta(m)->peer;
   if (id >= peers_.size() || !peers_[id]) {
+    ++cp_drops_[unsigned(dp::Drop::peer_removed)];
     rte_pktmbuf_free(m);
     return;
   }

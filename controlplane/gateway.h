@@ -32,6 +32,10 @@ namespace sluice::cp {
 
 // Packets waiting for a handshake to complete, per peer (wireguard-go's MaxStagedPackets).
 inline constexpr size_t kMaxStagedPackets = 128;
+// A freed peer slot is taken again no sooner than this after its grace period.
+inline constexpr uint64_t kSlotQuarantineNs = 1'000'000'000;
+// How long the configuration file must stay quiet after a change before it is reloaded.
+inline constexpr uint64_t kWatchDebounceNs = 200'000'000;
 
 // Counted on the control thread, reported next to the workers' drop reasons.
 #define SLUICE_FOREACH_CP_COUNTER(_) \
@@ -55,6 +59,51 @@ struct Peer {
   uint64_t seen_rx_data_tsc = 0, seen_tx_data_tsc = 0;
   uint64_t last_handshake_ns = 0;  // steady clock; 0 = never
   uint64_t handshakes = 0;
+  // The slot's counters when this peer took it (a reused slot keeps its previous owner's
+  // counts; status reports the difference), and when, in TSC (older activity is not ours).
+  uint64_t base_rx_bytes = 0, base_tx_bytes = 0, base_rx_packets = 0, base_tx_packets = 0;
+  uint64_t base_inner_source_drops = 0;
+  uint64_t added_tsc = 0;
+};
+
+// --- Peer changes (gateway_peers.cpp) ---------------------------------------------------------
+
+// What differs between two versions of a peer with the same public key.
+enum PeerField : uint32_t {
+  kPeerName = 1u << 0,
+  kPeerVirtualAddress = 1u << 1,
+  kPeerPresharedKey = 1u << 2,
+  kPeerEndpoint = 1u << 3,
+  kPeerKeepalive = 1u << 4,
+  kPeerTags = 1u << 5,
+  kPeerAttributes = 1u << 6,
+};
+uint32_t peer_changes(const config::Peer& a, const config::Peer& b);  // PeerField bits
+
+// Two peer lists matched by public key (a changed key is a removal and an addition). Pure.
+struct PeerDiff {
+  struct Match {
+    size_t from, to;
+    uint32_t changed;  // PeerField bits; 0: unchanged (the session is not touched at all)
+  };
+  std::vector<Match> keep;     // in both lists, in `to` order
+  std::vector<size_t> remove;  // indexes into `from`
+  std::vector<size_t> add;     // indexes into `to`
+};
+PeerDiff diff_peers(const std::vector<config::Peer>& from, const std::vector<config::Peer>& to);
+
+// What the loader checks across peers, for lists changed at run time: unique names, keys and
+// virtual addresses, none the gateway's own. Empty when fine.
+std::string check_peers(const std::vector<config::Peer>& peers, const config::Gateway& gw);
+
+// Where each peer of a new list goes: the diff against the running peers and a slot for each
+// addition. by_slot is the list CompiledPolicy::build must see (index = peer slot; free slots
+// hold a nameless peer without tags, which no policy applies to).
+struct PeerLayout {
+  PeerDiff diff;
+  std::vector<uint32_t> from_slots;  // slot of each running peer, in diff `from` order
+  std::vector<uint32_t> add_slots;   // slot of each diff.add entry
+  std::vector<config::Peer> by_slot;
 };
 
 class Gateway {
@@ -76,14 +125,38 @@ class Gateway {
   // What `sluicectl status` shows.
   nlohmann::json status() const;
 
+  // Peer changes. plan_peers assigns slots (fresh ones first, freed ones only after an RCU
+  // grace period and kSlotQuarantineNs) without changing anything; build the policy from
+  // policy_view(next, layout) and, once it is published, apply_peers(next, layout) commits:
+  // removed peers are torn down, changed ones updated in place (their session is kept), added
+  // ones take their slots. Nothing may change the peers between plan and apply.
+  bool plan_peers(const std::vector<config::Peer>& next, PeerLayout* out, std::string* err) const;
+  config::Config policy_view(const config::Config& next, const PeerLayout& layout) const;
+  void apply_peers(const std::vector<config::Peer>& next, const PeerLayout& layout);
+  // Run-time changes (control socket): check, plan, publish the policy, apply; cfg_.peers
+  // becomes `next`. Until the next reload of the file, which replaces them.
+  bool change_peers(std::vector<config::Peer> next, std::string* err);
+
  private:
   using Clock = std::chrono::steady_clock;
   static uint64_t now_ns();
 
-  void add_peer(const config::Peer& p);
+  void add_peer(const config::Peer& p, uint32_t slot);
+  void remove_peer(uint32_t slot);
+  void update_peer(Peer& p, const config::Peer& next, uint32_t changed);
+  std::vector<config::Peer> running_peers(std::vector<uint32_t>* slots) const;
+
+  // inotify on the configuration file's directory (control.watch_config).
+  void watch_config();
+  void poll_config_watch(uint64_t now);
+  // c.peers must be in slot order (index = peer slot): policy_view() or running_view().
   bool publish_policy(const config::Config& c, uint64_t generation, std::string* err);
+  // c with its peers replaced by the running ones in slot order (republishing the running
+  // configuration, e.g. after an attribute changed).
+  config::Config running_view(const config::Config& c) const;
   nlohmann::json conntrack(const std::string& peer_filter);
   void register_handlers();
+  void register_peer_handlers();  // peers_add, peers_remove, peers_set (gateway_peers.cpp)
 
   // Work arriving from workers.
   unsigned drain_packets(uint64_t now);
@@ -140,12 +213,31 @@ class Gateway {
   dp::Dataplane dp_;
   std::unique_ptr<wg::Noise> noise_;
   dp::NeighTable::Io neigh_io_;  // the control thread's ARP I/O, built once at start
-  std::vector<std::unique_ptr<Peer>> peers_;  // index = peer id
+  std::vector<std::unique_ptr<Peer>> peers_;  // index = peer id (slot); null = free
+  // Slots that were never used, from next_fresh_slot_ on, are taken first. A removed peer's slot
+  // joins free_slots_ once an RCU grace period has passed (no worker holds its keypairs or its
+  // address entry) and can be taken again kSlotQuarantineNs later (packets for the old peer
+  // still queued between threads are gone by then). Shared with the RCU callbacks.
+  struct FreeSlot {
+    uint32_t slot;
+    uint64_t usable_ns;
+  };
+  uint32_t next_fresh_slot_ = 0;
+  std::shared_ptr<std::deque<FreeSlot>> free_slots_ = std::make_shared<std::deque<FreeSlot>>();
+  uint64_t peers_added_ = 0, peers_removed_ = 0, peers_updated_ = 0;
+  int watch_fd_ = -1;
+  int watch_wd_ = -1;
+  std::string watch_name_;        // the file's name inside the watched directory
+  uint64_t watch_due_ns_ = 0;     // a change was seen: reload at this time (debounce); 0 = none
+  uint64_t watch_first_ns_ = 0;   // the first change of the current quiet period
+  uint64_t watch_reloads_ = 0;
+  uint64_t reload_file_hash_ = 0;  // contents of the file at the last reload attempt (any trigger)
   ctl::Server ctl_;
   metrics::Server metrics_;
   uint64_t next_metrics_ns_ = 0;
   double start_unix_s_ = 0, last_load_unix_s_ = 0;  // system clock: metrics timestamps
   uint64_t started_ns_ = 0;
+  bool started_ = false;  // start() finished: peers added from now on are logged
 
   // Handshake load: messages in the current one-second window, and until when we demand cookies.
   uint64_t load_window_start_ = 0;
@@ -183,8 +275,11 @@ class Gateway {
 };
 
 dp::Settings dataplane_settings(const config::Config& c);
-// What a reload cannot change without a restart yet: empty when `next` only changes policies,
-// subnets, tags and attributes.
+// A hash of a file's bytes; 0 when it cannot be read. The watch skips a change that leaves the
+// file as the last reload read it (already reloaded by SIGHUP or sluicectl, or touched only).
+uint64_t file_hash(const std::string& path);
+// What a reload cannot change without a restart: empty when `next` only changes policies,
+// subnets and peers.
 std::string restart_needed(const config::Config& running, const config::Config& next);
 
 }  // namespace sluice::cp

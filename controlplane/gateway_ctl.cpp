@@ -83,7 +83,8 @@ json Gateway::status() const {
     const dp::PeerSlot& s = dp_.peers.slot(p.id);
     const bool up = has_sending_keypair(p);
     const uint64_t ep = s.endpoint.load(std::memory_order_relaxed);
-    const uint64_t last = std::max(s.last_rx_tsc.get(), s.last_tx_tsc.get());
+    uint64_t last = std::max(s.last_rx_tsc.get(), s.last_tx_tsc.get());
+    if (last < p.added_tsc) last = 0;  // the slot's previous owner
     json pj = {{"name", p.cfg.name},
                {"public_key", config::encode_key(p.cfg.public_key)},
                {"state", up ? "up" : "down"},
@@ -93,11 +94,11 @@ json Gateway::status() const {
                {"latest_handshake_age_s", p.last_handshake_ns ? json(double(now - p.last_handshake_ns) / 1e9) : json(nullptr)},
                {"last_activity_age_s", last ? json(double(tsc - last) / hz) : json(nullptr)},
                {"handshakes", p.handshakes},
-               {"rx_bytes", s.rx_bytes.get()},
-               {"tx_bytes", s.tx_bytes.get()},
-               {"rx_packets", s.rx_packets.get()},
-               {"tx_packets", s.tx_packets.get()},
-               {"inner_source_drops", s.inner_source_drops.get()},
+               {"rx_bytes", s.rx_bytes.get() - p.base_rx_bytes},
+               {"tx_bytes", s.tx_bytes.get() - p.base_tx_bytes},
+               {"rx_packets", s.rx_packets.get() - p.base_rx_packets},
+               {"tx_packets", s.tx_packets.get() - p.base_tx_packets},
+               {"inner_source_drops", s.inner_source_drops.get() - p.base_inner_source_drops},
                {"persistent_keepalive", p.cfg.persistent_keepalive},
                {"staged_packets", p.staged.size()}};
     // What the policies give this peer through this gateway ("Gateway for", "ACLs").
@@ -119,7 +120,9 @@ json Gateway::status() const {
 #undef SLUICE_CP_COUNTER_JSON
   hs["under_load"] = now < under_load_until_;
   j["config"] = {{"file", config_path_}, {"policy_generation", policy_generation_}, {"reloads", reloads_},
-                 {"reload_failures", reload_failures_}};
+                 {"reload_failures", reload_failures_}, {"watching", watch_fd_ >= 0},
+                 {"watch_reloads", watch_reloads_}, {"peers_added", peers_added_},
+                 {"peers_removed", peers_removed_}, {"peers_updated", peers_updated_}};
   j["trust"] = {{"republishes", trust_republishes_}, {"rebuilds", trust_rebuilds_},
                 {"last_publish_us", trust_last_publish_us_}, {"attestations", attestations_.all().size()}};
   j["handshakes"] = hs;
@@ -256,6 +259,7 @@ void Gateway::register_handlers() {
     r["policy_generation"] = pol ? pol->generation() : 0;
     return ctl::Reply::success(r);
   });
+  register_peer_handlers();
   ctl_.add_handler("rekey", [this](const json& args) {
     const std::string name = args.value("peer", "");
     Peer* p = find_peer(name);

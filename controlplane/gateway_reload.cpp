@@ -18,6 +18,18 @@ bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::
   return true;
 }
 
+config::Config Gateway::running_view(const config::Config& c) const {
+  config::Config v = c;
+  v.peers.clear();
+  for (const auto& p : peers_) {
+    if (p) {
+      if (p->id >= v.peers.size()) v.peers.resize(p->id + 1);
+      v.peers[p->id] = p->cfg;
+    }
+  }
+  return v;
+}
+
 std::string restart_needed(const config::Config& a, const config::Config& b) {
   const auto& ga = a.gateway;
   const auto& gb = b.gateway;
@@ -35,20 +47,13 @@ std::string restart_needed(const config::Config& a, const config::Config& b) {
         pa.address.len != pb.address.len || pa.role != pb.role || pa.gateway != pb.gateway)
       return "dataplane.ports";
   }
-  if (a.peers.size() != b.peers.size()) return "the list of peers";
-  for (size_t i = 0; i < a.peers.size(); ++i) {
-    const auto& pa = a.peers[i];
-    const auto& pb = b.peers[i];
-    if (pa.name != pb.name || pa.public_key != pb.public_key || pa.virtual_address != pb.virtual_address ||
-        pa.preshared_key != pb.preshared_key)
-      return "peer " + pa.name + " (name, key or virtual address)";
-  }
   if (a.control.socket != b.control.socket) return "control.socket";
   if (a.metrics.listen != b.metrics.listen) return "metrics.listen";
   return "";
 }
 
 bool Gateway::reload(std::vector<std::string>* errors) {
+  reload_file_hash_ = file_hash(config_path_);
   auto loaded = config::load_file(config_path_);
   for (const auto& e : loaded.errors) errors->push_back(e.to_string());
   std::string why;
@@ -56,22 +61,32 @@ bool Gateway::reload(std::vector<std::string>* errors) {
     why = restart_needed(cfg_, *loaded.config);
     if (!why.empty()) errors->push_back(config_path_ + ": changing " + why + " needs a restart of sluiced");
   }
+  // Peers: matched by public key against the running ones (gateway_peers.cpp). The file is
+  // the source of truth: peers added or changed at run time (sluicectl peers) that the file
+  // does not have are dropped or reverted here.
+  PeerLayout layout;
   if (errors->empty()) {
     std::string err;
-    if (!publish_policy(*loaded.config, policy_generation_ + 1, &err)) errors->push_back(config_path_ + ": " + err);
+    if (!plan_peers(loaded.config->peers, &layout, &err)) errors->push_back(config_path_ + ": " + err);
+  }
+  if (errors->empty()) {
+    std::string err;
+    if (!publish_policy(policy_view(*loaded.config, layout), policy_generation_ + 1, &err))
+      errors->push_back(config_path_ + ": " + err);
   }
   if (!errors->empty()) {
     ++reload_failures_;
     log::warn("reload_rejected", {{"errors", std::to_string(errors->size())}, {"first", errors->front()}});
     return false;
   }
-  // Peers keep their sessions; tags and attributes take effect through the new policy.
-  for (size_t i = 0; i < peers_.size() && i < loaded.config->peers.size(); ++i)
-    if (peers_[i]) peers_[i]->cfg = loaded.config->peers[i];
+  // Unchanged peers keep their sessions; tags and attributes take effect through the new policy.
+  apply_peers(loaded.config->peers, layout);
   cfg_ = std::move(*loaded.config);
   ++reloads_;
   log::info("reloaded", {{"policy_generation", std::to_string(policy_generation_)},
-                         {"policies", std::to_string(cfg_.policies.size())}});
+                         {"policies", std::to_string(cfg_.policies.size())},
+                         {"peers_added", std::to_string(layout.diff.add.size())},
+                         {"peers_removed", std::to_string(layout.diff.remove.size())}});
   return true;
 }
 

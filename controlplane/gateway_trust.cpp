@@ -24,21 +24,16 @@ int64_t Gateway::unix_now_ns() {
                      .count());
 }
 
-policy::PeerFacts Gateway::peer_facts(size_t index, int64_t now_unix_ns) const {
+policy::PeerFacts Gateway::peer_facts(size_t slot, int64_t now_unix_ns) const {
   policy::PeerFacts f;
   f.now_ns = now_unix_ns;
   f.attestations = &attestations_;
-  if (index >= cfg_.peers.size()) return f;
-  f.peer = &cfg_.peers[index];
-  // Peer ids follow the configuration's order; look the name up when they do not.
-  const Peer* p = index < peers_.size() && peers_[index] && peers_[index]->cfg.name == f.peer->name ? peers_[index].get()
-                                                                                                    : nullptr;
-  for (size_t i = 0; p == nullptr && i < peers_.size(); ++i)
-    if (peers_[i] && peers_[i]->cfg.name == f.peer->name) p = peers_[i].get();
-  if (p != nullptr) {
-    const uint64_t ep = dp_.peers.slot(p->id).endpoint.load(std::memory_order_relaxed);
-    if (ep != 0) f.endpoint_addr = dp::endpoint_addr(ep);
-  }
+  // The compiled policy indexes peers by slot (policy_view / running_view); a free slot has none.
+  if (slot >= peers_.size() || !peers_[slot]) return f;
+  const Peer& p = *peers_[slot];
+  f.peer = &p.cfg;
+  const uint64_t ep = dp_.peers.slot(p.id).endpoint.load(std::memory_order_relaxed);
+  if (ep != 0) f.endpoint_addr = dp::endpoint_addr(ep);
   return f;
 }
 
@@ -78,7 +73,7 @@ void Gateway::refresh_trust() {
   const policy::CompiledPolicy* pol = dp_.policy.load(std::memory_order_acquire);
   if (pol == nullptr || pol->requirements().empty()) return;
   const auto t0 = Clock::now();
-  const size_t n = cfg_.peers.size();
+  const size_t n = peers_.size();  // slots: the compiled policy's peer index
   if (trust_seen_generation_ != pol->generation() || trust_held_.size() != n) {
     trust_held_.assign(n, UINT64_MAX);  // unknown: evaluate every peer against this generation
     trust_seen_generation_ = pol->generation();
@@ -104,10 +99,10 @@ void Gateway::refresh_trust() {
     if (!next) {
       // A combination the build did not precompute (too many requirements on one peer).
       std::string err;
-      if (publish_policy(cfg_, policy_generation_ + 1, &err)) {
+      if (publish_policy(running_view(cfg_), policy_generation_ + 1, &err)) {
         ++trust_rebuilds_;
         trust_last_publish_us_ = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-        log::info("trust_rebuilt", {{"peer", cfg_.peers[i].name},
+        log::info("trust_rebuilt", {{"peer", peers_[i]->cfg.name},
                                     {"policy_generation", std::to_string(policy_generation_)},
                                     {"publish_us", std::to_string(int64_t(trust_last_publish_us_))}});
       } else {
@@ -119,7 +114,7 @@ void Gateway::refresh_trust() {
     if (*next != cls) {
       trust_classes_[i] = *next;
       changed = true;
-      moved += (moved.empty() ? "" : ",") + cfg_.peers[i].name;
+      moved += (moved.empty() ? "" : ",") + peers_[i]->cfg.name;
     }
   }
   if (!changed) return;

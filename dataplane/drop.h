@@ -30,6 +30,7 @@ namespace sluice::dp {
   _(wg_inner_source, "inner source is not the peer's virtual address")             \
   _(wg_no_keypair, "no usable keypair to encrypt to the peer")                     \
   _(wg_no_endpoint, "the peer's endpoint is unknown")                              \
+  _(peer_removed, "for or from a peer removed while the packet was under way")     \
   _(wg_too_big, "packet larger than the tunnel MTU or the mbuf room")              \
   _(no_route, "no route to the destination")                                       \
   _(policy_deny, "no gateway access policy allows the flow")                       \

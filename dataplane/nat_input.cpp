@@ -30,6 +30,14 @@ bool still_allowed(const policy::CompiledPolicy* pol, Conn& c, const RuleHits& h
   return v.allow;
 }
 
+// Whether the connection's peer is still the one that opened it: a removed peer's slot is
+// inactive, and a slot taken by a peer with another address no longer matches the
+// connection's source. Such a connection ends on its next packet.
+bool peer_gone(const PeerTable& peers, const Conn& c) {
+  const PeerSlot& s = peers.slot(c.peer);
+  return !s.active.load(std::memory_order_acquire) || s.virtual_address.load(std::memory_order_relaxed) != c.src;
+}
+
 }  // namespace
 
 void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
@@ -60,6 +68,10 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
           continue;
         }
         Conn& c = ct.at(idx);
+        if (peer_gone(dp.peers, c)) {
+          drop(m, Drop::peer_removed);
+          continue;
+        }
         if (!still_allowed(pol, c, dp.rule_hits, index) || !ip_ttl_decrement(p)) {
           drop(m, Drop::frag_no_first);
           continue;
@@ -89,6 +101,11 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
     Conn* c = ct.lookup(key, FlowDir::reply);
     if (c == nullptr) {
       drop(m, is_error ? Drop::icmp_error_no_conn : Drop::ct_no_conn);
+      continue;
+    }
+    if (peer_gone(dp.peers, *c)) {
+      ct.erase(*c);
+      drop(m, Drop::peer_removed);
       continue;
     }
     if (!still_allowed(pol, *c, dp.rule_hits, index)) {

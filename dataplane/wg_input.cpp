@@ -70,7 +70,12 @@ void Worker::wg_input(rte_mbuf** pkts, uint16_t n) {
       drop(m, Drop::wg_unknown_index);
       continue;
     }
-    const unsigned owner = dp.peers.slot(kp->peer).owner.load(std::memory_order_relaxed);
+    const PeerSlot& ps = dp.peers.slot(kp->peer);
+    if (!ps.active.load(std::memory_order_acquire)) {  // removed; its keypair awaits its grace period
+      drop(m, Drop::peer_removed);
+      continue;
+    }
+    const unsigned owner = ps.owner.load(std::memory_order_relaxed);
     if (owner != index) {
       meta(m)->stage = Stage::wg_input;
       if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) drop(m, Drop::handoff_queue_full);

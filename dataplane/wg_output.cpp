@@ -31,8 +31,14 @@ void Worker::wg_output(uint32_t peer, rte_mbuf** pkts, uint16_t n) {
   const uint16_t mtu = dp.settings.mtu;
   const Port& under = dp.ports[dp.underlay];
 
+  // A removed peer (see the control thread's remove_peer): packets still under way for it end here.
+  const bool active = slot.active.load(std::memory_order_acquire);
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
+    if (!active) {
+      drop(m, Drop::peer_removed);
+      continue;
+    }
     if (owner != index) {
       PktMeta* md = meta(m);
       md->stage = Stage::wg_output;

@@ -860,8 +860,9 @@ class Loader {
   }
 
   void control(const YAML::Node& node) {
-    Section s(d_, node, "control", {"socket"});
+    Section s(d_, node, "control", {"socket", "watch_config"});
     set_string(s, "socket", config.control.socket);
+    set_bool(s, "watch_config", config.control.watch_config);
   }
 
   void firewall(const YAML::Node& node) {

@@ -138,6 +138,7 @@ struct Metrics {
 
 struct Control {
   std::string socket = "/run/sluice/sluice.sock";
+  bool watch_config = true;  // (added) reload when the configuration file changes (inotify)
 };
 
 struct FirewallRule {

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstddef>
+#include <fstream>
 #include <map>
 #include <string_view>
 
@@ -46,6 +47,14 @@ const std::vector<CommandSpec>& commands() {
       {{"firewall", "reset"}, {}, {}, "firewall reset",
        "apply the host firewall from the configuration again"},
       {{"rekey"}, {"peer"}, {}, "rekey --peer NAME", "initiate a new handshake with a peer"},
+      {{"peers", "add"}, {"name", "public-key", "virtual-address"},
+       {"tags", "endpoint", "keepalive", "preshared-key-file", "attribute"},
+       "peers add --name N --public-key K --virtual-address A",
+       "add a peer now, until the next reload of the file; also [--tags a,b] [--endpoint IP:PORT] "
+       "[--keepalive S] [--preshared-key-file F] [--attribute k=v,...]"},
+      {{"peers", "remove"}, {}, {}, "peers remove NAME", "remove a peer now (until the next reload)", {"name"}},
+      {{"peers", "set"}, {}, {"tags", "attribute"}, "peers set NAME [--tags a,b] [--attribute k=v,...]",
+       "change a peer's tags or attributes now (until the next reload)", {"name"}},
       {{"neighbors"}, {}, {}, "neighbors", "the ARP table of the gateway's ports"},
       {{"attest"}, {}, {"until", "for", "revoke"}, "attest PEER NAME [--until RFC3339 | --for DURATION | --revoke]",
        "attest (or revoke) a peer's attribute for trust requirements; no expiry without --until/--for",
@@ -246,8 +255,19 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
     } else if (name == "to") {
       inv.args["to"] = value;
       if (!parse_destination(value, inv.args, err)) return std::nullopt;
+    } else if (name == "preshared-key-file") {
+      // Read here: the gateway may not see the caller's files.
+      std::ifstream f(value);
+      std::string key;
+      if (!f || !(f >> key)) {
+        *err = "--preshared-key-file: cannot read '" + value + "'";
+        return std::nullopt;
+      }
+      inv.args["preshared_key"] = key;
     } else {
-      inv.args[name] = value;
+      std::string wire = name;  // --public-key -> public_key
+      std::replace(wire.begin(), wire.end(), '-', '_');
+      inv.args[wire] = value;
     }
   }
   return inv;

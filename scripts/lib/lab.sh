@@ -448,6 +448,8 @@ lab_free_port() { # NS
 
 # lab_write_config: $LAB_CONFIG for the gateway (key $LAB_DIR/gateway.key, made if missing), with the
 # peers from lab_peer and LAB_EXTRA_YAML (top-level sections such as subnets or policies) appended.
+# control.watch_config is LAB_WATCH_CONFIG (default false: tests that edit the file reload it
+# themselves, and a second reload by the watch would race their generation checks).
 lab_write_config() {
   [[ -f $LAB_DIR/gateway.key ]] || lab_keygen gateway
   mkdir -p "$LAB_DIR/state"
@@ -501,6 +503,7 @@ metrics:
 
 control:
   socket: $LAB_SOCKET
+  watch_config: ${LAB_WATCH_CONFIG:-false}
 EOF
     if [[ -n $LAB_EXTRA_YAML ]]; then printf '\n%s\n' "$LAB_EXTRA_YAML"; fi
   } >"$LAB_CONFIG"

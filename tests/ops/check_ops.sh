@@ -32,10 +32,6 @@ for want in '^Type=simple$' \
   '^CapabilityBoundingSet=.*CAP_NET_ADMIN' '^CapabilityBoundingSet=.*CAP_NET_RAW'; do
   grep -qE -- "$want" "$unit" || fail "sluiced.service: no line matching '$want'"
 done
-grep -qx 'PathChanged=/etc/sluice/gateway.yaml' "$root/config/sluiced-reload.path" ||
-  fail "sluiced-reload.path does not watch /etc/sluice/gateway.yaml"
-grep -qx 'ExecStart=/bin/systemctl reload sluiced.service' "$root/config/sluiced-reload.service" ||
-  fail "sluiced-reload.service does not reload sluiced"
 # Hardening that would break DPDK (devices, PCI BARs through sysfs, hugepage memory) stays out.
 for banned in '^PrivateDevices=yes' '^ProtectKernelTunables=yes' '^MemoryMax=' '^SystemCallFilter='; do
   if grep -qE -- "$banned" "$unit"; then fail "sluiced.service: '$banned' breaks DPDK"; fi
@@ -44,14 +40,12 @@ if command -v systemd-analyze >/dev/null; then
   # verify also checks that the binaries exist: point them at one that does.
   mkdir -p "$work/unit"
   sed 's|/usr/local/bin/sluiced|/bin/true|g' "$unit" >"$work/unit/sluiced.service"
-  cp "$root/config/sluiced-reload.path" "$root/config/sluiced-reload.service" "$work/unit/"
-  out=$(cd "$work/unit" && timeout 60 systemd-analyze verify ./sluiced.service ./sluiced-reload.path \
-    ./sluiced-reload.service 2>&1) || fail "systemd-analyze verify failed:"$'\n'"$out"
+  out=$(cd "$work/unit" && timeout 60 systemd-analyze verify ./sluiced.service 2>&1) || fail "systemd-analyze verify failed:"$'\n'"$out"
   # Unknown keys and bad values are only warnings (exit 0): any line about our units is a failure.
   if grep -q 'sluiced' <<<"$out"; then
     fail "systemd-analyze verify complains:"$'\n'"$out"
   else
-    echo "sluiced.service, sluiced-reload.path/.service: systemd-analyze verify: clean"
+    echo "sluiced.service: systemd-analyze verify: clean"
   fi
 else
   echo "sluiced.service: SKIP systemd-analyze verify: systemd-analyze is not installed"

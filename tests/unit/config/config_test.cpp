@@ -358,6 +358,16 @@ TEST_F(ConfigTest, AddedDataplaneAndGatewayKeys) {
   EXPECT_EQ(dp.workers, 2u);
 }
 
+TEST_F(ConfigTest, ControlWatchConfig) {
+  LoadResult def = load(base());
+  ASSERT_TRUE(def.config);
+  EXPECT_TRUE(def.config->control.watch_config);
+  LoadResult off = load(base() + "control:\n  watch_config: false\n");
+  ASSERT_THAT(off.errors, IsEmpty()) << off.errors[0].to_string();
+  EXPECT_FALSE(off.config->control.watch_config);
+  EXPECT_THAT(errors(base() + "control:\n  watch_config: maybe\n"), SizeIs(1));
+}
+
 TEST_F(ConfigTest, AddedKeysAreRangeChecked) {
   auto all = errors(std::string(kGateway) + kDataplane +
                     "  burst_size: 65\n"        // 10

@@ -41,6 +41,32 @@ std::string parse_error(const std::vector<std::string>& argv) {
   return err;
 }
 
+TEST(CommandLine, PeersAddRemoveSet) {
+  const Invocation add = parse_ok({"peers", "add", "--name", "b", "--public-key", "K", "--virtual-address",
+                                   "100.64.0.3", "--tags", "x,y", "--keepalive", "25"});
+  EXPECT_EQ(add.command, "peers_add");
+  EXPECT_EQ(add.args, (json{{"name", "b"},
+                            {"public_key", "K"},
+                            {"virtual_address", "100.64.0.3"},
+                            {"tags", "x,y"},
+                            {"keepalive", "25"}}));
+  EXPECT_NE(parse_error({"peers", "add", "--name", "b"}).find("missing --public-key"), std::string::npos);
+  const Invocation rm = parse_ok({"peers", "remove", "b"});
+  EXPECT_EQ(rm.command, "peers_remove");
+  EXPECT_EQ(rm.args, (json{{"name", "b"}}));
+  EXPECT_NE(parse_error({"peers", "remove"}).find("missing NAME"), std::string::npos);
+  EXPECT_NE(parse_error({"peers", "remove", "a", "b"}).find("unexpected argument 'b'"), std::string::npos);
+  const Invocation set = parse_ok({"peers", "set", "a", "--tags", "ops", "--attribute", "managed=true"});
+  EXPECT_EQ(set.command, "peers_set");
+  EXPECT_EQ(set.args, (json{{"name", "a"}, {"tags", "ops"}, {"attribute", "managed=true"}}));
+  EXPECT_NE(parse_error({"peers", "set", "a", "--endpoint", "x"}).find("unknown option"), std::string::npos);
+  EXPECT_NE(parse_error({"peers", "add", "--name", "b", "--public-key", "K", "--virtual-address", "1.2.3.4",
+                         "--preshared-key-file", "/nonexistent/psk"})
+                .find("cannot read"),
+            std::string::npos);
+  EXPECT_EQ(parse_ok({"peers"}).command, "peers");
+}
+
 TEST(CommandLine, CommandsAndWireNames) {
   EXPECT_EQ(parse_ok({"status"}).command, "status");
   EXPECT_EQ(parse_ok({"peers"}).command, "peers");

@@ -449,6 +449,7 @@ TEST_F(WorkerTest, NoKeypairStagesPacketOnControlThread) {
   PeerSlot& s = dp_->peers.slot(0);
   s.virtual_address.store(kPeerVa);
   s.owner.store(0);
+  s.active.store(true);
   rte_mbuf* m = test::mbuf_from(dp_->pool, ipv4(kGwVa, kPeerVa, IPPROTO_ICMP, icmp_echo(1, 1, 8)));
   worker().wg_output(0, &m, 1);
   rte_mbuf* c = to_control();
@@ -456,6 +457,27 @@ TEST_F(WorkerTest, NoKeypairStagesPacketOnControlThread) {
   EXPECT_EQ(CpKind::peer_wait, meta(c)->cp_kind);
   EXPECT_EQ(0u, meta(c)->peer);
   rte_pktmbuf_free(c);
+}
+
+// A peer the control thread removed: its slot is inactive while its keypairs wait for their
+// grace period. Packets from it and for it are dropped and counted, never forwarded or staged.
+TEST_F(WorkerTest, RemovedPeerPacketsAreDroppedAndCounted) {
+  install_peer();
+  PeerSlot& s = dp_->peers.slot(0);
+  s.active.store(false);
+  const uint64_t removed0 = drops(Drop::peer_removed);
+  const uint64_t rx0 = s.rx_packets.get();
+  inject(0, tunnel_frame(ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 56)), 0));
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(removed0 + 1, drops(Drop::peer_removed));
+  EXPECT_EQ(rx0, s.rx_packets.get()) << "not even decrypted";
+
+  rte_mbuf* m = test::mbuf_from(dp_->pool, ipv4(kGwVa, kPeerVa, IPPROTO_ICMP, icmp_echo(1, 1, 8)));
+  worker().wg_output(0, &m, 1);
+  EXPECT_EQ(nullptr, to_control()) << "nothing staged for a removed peer";
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(removed0 + 2, drops(Drop::peer_removed));
+  s.active.store(true);
 }
 
 }  // namespace
