@@ -104,7 +104,8 @@ json Gateway::status() const {
 #undef SLUICE_CP_COUNTER_JSON
   hs["under_load"] = now < under_load_until_;
   j["config"] = {{"file", config_path_}, {"policy_generation", policy_generation_}, {"reloads", reloads_},
-                 {"reload_failures", reload_failures_}};
+                 {"reload_failures", reload_failures_},
+                 {"reload_in_progress", policy_job_ != nullptr}};
   j["handshakes"] = hs;
   j["drops"] = counters();
 
@@ -188,13 +189,16 @@ void Gateway::register_handlers() {
     return ctl::Reply::success(out);
   });
   ctl_.add_handler("reload", [this](const json&) {
+    // Validation errors come back at once; otherwise the reply waits for the compile (see
+    // Gateway::begin_reload) while this thread goes on serving handshakes.
     std::vector<std::string> errors;
-    if (!reload(&errors)) {
+    const uint64_t token = ++next_ctl_token_;
+    if (begin_reload(&errors, token) == ReloadStart::kFailed) {
       std::string msg = "configuration rejected, the running one stays:";
       for (const auto& e : errors) msg += "\n" + e;
       return ctl::Reply::failure(msg);
     }
-    return ctl::Reply::success({{"policy_generation", policy_generation_}, {"reloads", reloads_}});
+    return ctl::Reply::deferred(token);
   });
   ctl_.add_handler("explain", [this](const json& args) {
     const std::string name = args.value("peer", "");
