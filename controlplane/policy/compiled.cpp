@@ -55,6 +55,8 @@ const rte_acl_field_def kFieldDefs[kNumFields] = {
 };
 
 constexpr uint32_t kDenyBit = 1u << 31;
+// Above this many port classes the key carries the port itself (see build_acl).
+constexpr size_t kMaxPortClasses = 1024;
 constexpr uint16_t kDefaultCode = 0xFFFF;  // userdata rule code of a policy's default deny
 
 constexpr uint32_t encode(bool allow, uint16_t policy, uint16_t code) {
@@ -749,6 +751,13 @@ bool CompiledPolicy::build_acl(std::string* err) {
     port_class_[port] = cls;
   }
   stats_.port_classes = size_t(cls) + 1;
+  if (stats_.port_classes > kMaxPortClasses) {
+    // Thousands of distinct port ranges: the classes save nothing there, the ports are kept.
+    for (uint32_t port = 0; port <= 0xFFFF; port++) {
+      port_class_[port] = uint16_t(port);
+    }
+    stats_.port_classes = 0;
+  }
   for (AclRule4& r : rules) {
     r.field[kFieldPort].value.u16 = port_class_[r.field[kFieldPort].value.u16];
     r.field[kFieldPort].mask_range.u16 = port_class_[r.field[kFieldPort].mask_range.u16];

@@ -148,7 +148,7 @@ class CompiledPolicy {
     size_t policies = 0;
     size_t acl_rules = 0;     // ACL rules over all policies, as configured
     size_t rte_rules = 0;     // rules in the rte_acl context: per class run x dst range x port range
-    size_t port_classes = 0;  // intervals of destination ports the rules tell apart
+    size_t port_classes = 0;  // intervals of destination ports the rules tell apart; 0: ports kept
     size_t classes = 0;       // sender classes, class 0 included
     size_t groups = 0;        // sender groups (policies applying to the same peers)
     size_t class_runs = 0;    // runs of consecutive class ids over all policies (rules repeat per run)
