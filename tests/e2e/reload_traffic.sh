@@ -33,9 +33,11 @@ EOF
   if [[ ${2:-} == big ]]; then
     python3 - <<'EOF'
 for p in range(250):
+    # Each rule: a port (1000-3999) and a range (5000-8040): about 20k rte_acl rules.
     rules = ", ".join(
-        "{action: %s, protocol: %s, ports: [%d]}" % ("deny" if r % 3 == 0 else "allow", "udp" if r % 5 == 0 else "tcp",
-                                                      1000 + (p * 7 + r * 13) % 3000)
+        '{action: %s, protocol: %s, ports: [%d, "%d-%d"]}' % (
+            "deny" if r % 3 == 0 else "allow", "udp" if r % 5 == 0 else "tcp", 1000 + (p * 7 + r * 13) % 3000,
+            5000 + (p * 11 + r * 17) % 3000, 5040 + (p * 11 + r * 17) % 3000)
         for r in range(40))
     print("  - {name: far%d, senders: [users], subnets: [Far], filter: [203.0.113.%d], acl: [%s]}" % (p, p + 1, rules))
 EOF
@@ -116,7 +118,7 @@ assert_eq "the big policy allows its rule 1's port" allow "$(verdict laptop 203.
 explained=$(lab_ctl explain --peer laptop --to 203.0.113.5:1067 --proto tcp --json)
 assert_eq "the big policy's rule 3 denies" "deny far4 3" \
   "$(json_get .verdict <<<"$explained") $(json_get .policy <<<"$explained") $(json_get .rule <<<"$explained")"
-grep -q 'event=policy_compiled' "$LAB_GW_LOG" && lab_log "$(grep 'event=policy_compiled' "$LAB_GW_LOG" | tail -n 1)"
+lab_log "compiles: $(grep -c 'event=policy_compiled' "$LAB_GW_LOG" || true), queued behind one: $(grep -c 'event=reload_queued' "$LAB_GW_LOG" || true); last: $(grep 'event=policy_compiled' "$LAB_GW_LOG" | tail -n 1)"
 
 # 3. SIGHUP: back to the small policy without the deny.
 LAB_EXTRA_YAML=$(policies "$ALLOW_ICMP")
