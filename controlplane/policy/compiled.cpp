@@ -743,20 +743,22 @@ bool CompiledPolicy::build_acl(std::string* err) {
   std::sort(bounds.begin(), bounds.end());
   bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
   port_class_.assign(0x10000, 0);
-  uint16_t cls = 0;
-  for (uint32_t port = 0, b = 0; port <= 0xFFFF; port++) {
-    for (; b < bounds.size() && bounds[b] <= port; b++) {
-      cls++;
-    }
-    port_class_[port] = cls;
-  }
-  stats_.port_classes = size_t(cls) + 1;
-  if (stats_.port_classes > kMaxPortClasses) {
+  const size_t classes = size_t(std::count_if(bounds.begin(), bounds.end(), [](uint32_t b) { return b > 0 && b <= 0xFFFF; })) + 1;
+  if (classes > kMaxPortClasses) {
     // Thousands of distinct port ranges: the classes save nothing there, the ports are kept.
     for (uint32_t port = 0; port <= 0xFFFF; port++) {
       port_class_[port] = uint16_t(port);
     }
     stats_.port_classes = 0;
+  } else {
+    uint16_t cls = 0;
+    for (uint32_t port = 0, b = 0; port <= 0xFFFF; port++) {
+      for (; b < bounds.size() && bounds[b] <= port; b++) {
+        cls += bounds[b] > 0 ? 1 : 0;  // class 0 starts at port 0
+      }
+      port_class_[port] = cls;
+    }
+    stats_.port_classes = classes;
   }
   for (AclRule4& r : rules) {
     r.field[kFieldPort].value.u16 = port_class_[r.field[kFieldPort].value.u16];
