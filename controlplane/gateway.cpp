@@ -65,6 +65,7 @@ Gateway::Gateway(config::Config cfg, std::string config_path)
     : cfg_(std::move(cfg)), config_path_(std::move(config_path)) {}
 
 Gateway::~Gateway() {
+  wait_policy_job();  // a compile cannot be interrupted: let it end, drop its result
   dp_.stop();
   // Workers are stopped: nobody reads the policy any more.
   delete dp_.policy.exchange(nullptr);
@@ -128,9 +129,9 @@ void Gateway::run() {
     const uint64_t now = now_ns();
     if (reload_.exchange(false)) {
       std::vector<std::string> errors;
-      reload(&errors);
-      for (const auto& e : errors) log::warn("reload_error", {{"error", e}});
+      begin_reload(&errors, 0);  // SIGHUP: errors and the outcome are logged
     }
+    poll_reload();
     unsigned work = drain_events(now) + drain_packets(now);
     metrics_tick(now);
     if (now >= next_tick) {
@@ -147,6 +148,7 @@ void Gateway::run() {
     ctl_.poll(work > 0 ? 0 : 1);
   }
   log::info("gateway_stopping");
+  wait_policy_job();
   dp_.stop();
 }
 

@@ -4,6 +4,7 @@
 // dataplane's rings; it reaches them through their handoff rings and RCU-published tables.
 #pragma once
 
+#include <pthread.h>
 #include <rte_mbuf.h>
 
 #include <array>
@@ -118,9 +119,23 @@ class Gateway {
   static void request_stop();    // async-signal-safe
   static void request_reload();  // async-signal-safe (SIGHUP)
 
-  // Loads the configuration file again and applies what changed. On any error the running
-  // configuration stays and the errors are returned.
-  bool reload(std::vector<std::string>* errors);
+  // Reloads run in three steps (gateway_reload.cpp), so that the control thread keeps answering
+  // handshakes while a big policy compiles:
+  //  1. begin_reload (control thread, fast): read and validate the file (load_file,
+  //     restart_needed). Errors come back at once (kFailed). Otherwise a compile job starts on a
+  //     control thread off the workers' lcores (rte_ctrl_thread_create, nice 10) building the
+  //     CompiledPolicy of the new configuration (kStarted). Only one job runs at a time: a
+  //     request meanwhile is coalesced into ONE queued reload (kQueued) that reads the file again
+  //     when the running job ends, so the last request always sees the file as it is then.
+  //  2. poll_reload (control loop, every iteration): when the job is done, commit_reload()
+  //     publishes the policy (pointer exchange + RCU retire of the old one), adopts the
+  //     configuration, and answers the waiters; on failure the running configuration stays.
+  //  3. Waiters: control-socket tokens (ctl::Reply::deferred) answered with the outcome;
+  //     SIGHUP reloads wait with no token (outcome logged).
+  enum class ReloadStart { kFailed, kStarted, kQueued };
+  ReloadStart begin_reload(std::vector<std::string>* errors, uint64_t waiter);
+  void poll_reload();
+  bool reload_in_progress() const { return policy_job_ != nullptr; }
 
   // What `sluicectl status` shows.
   nlohmann::json status() const;
@@ -272,6 +287,30 @@ class Gateway {
   bool kernel_dirty_ = true;               // dump the kernel at the next poll
   uint64_t next_discovery_ns_ = 0, next_port_poll_ns_ = 0;
   uint64_t discovery_reloads_seen_ = 0;    // reloads_ when custom subnets were last taken
+  // The reload in flight (see begin_reload): owned by the control thread; the compile thread
+  // writes result/err/seconds, then sets done.
+  struct PolicyJob {
+    config::Config cfg;   // the validated next configuration, as the file has it
+    config::Config view;  // the same with peers in slot order: what the policy is compiled from
+    policy::AppliesFn applies;          // trust requirements: a snapshot taken when it started
+    std::vector<config::Key> slots;     // the public key of each slot it was compiled for
+    uint64_t generation = 0;            // provisional; commit_reload assigns the published one
+    std::vector<uint64_t> waiters;  // control-socket tokens to answer
+    std::unique_ptr<policy::CompiledPolicy> result;
+    std::string err;
+    double seconds = 0;
+    std::atomic<bool> done{false};
+    pthread_t thread{};
+  };
+  static void* compile_policy(void* job);  // the compile thread's body
+  void commit_reload(config::Config next, const config::Config& view, const PeerLayout& layout,
+                     std::unique_ptr<policy::CompiledPolicy> pol);
+  void finish_reload(const std::vector<uint64_t>& waiters, bool ok, const std::vector<std::string>& errors);
+  void wait_policy_job();
+  std::unique_ptr<PolicyJob> policy_job_;
+  bool reload_queued_ = false;
+  std::vector<uint64_t> queued_waiters_;  // control-socket tokens of the queued reload
+  uint64_t next_ctl_token_ = 0;
 };
 
 dp::Settings dataplane_settings(const config::Config& c);

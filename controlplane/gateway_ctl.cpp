@@ -122,7 +122,8 @@ json Gateway::status() const {
   j["config"] = {{"file", config_path_}, {"policy_generation", policy_generation_}, {"reloads", reloads_},
                  {"reload_failures", reload_failures_}, {"watching", watch_fd_ >= 0},
                  {"watch_reloads", watch_reloads_}, {"peers_added", peers_added_},
-                 {"peers_removed", peers_removed_}, {"peers_updated", peers_updated_}};
+                 {"peers_removed", peers_removed_}, {"peers_updated", peers_updated_},
+                 {"reload_in_progress", policy_job_ != nullptr}};
   j["trust"] = {{"republishes", trust_republishes_}, {"rebuilds", trust_rebuilds_},
                 {"last_publish_us", trust_last_publish_us_}, {"attestations", attestations_.all().size()}};
   j["handshakes"] = hs;
@@ -208,13 +209,16 @@ void Gateway::register_handlers() {
     return ctl::Reply::success(out);
   });
   ctl_.add_handler("reload", [this](const json&) {
+    // Validation errors come back at once; otherwise the reply waits for the compile (see
+    // Gateway::begin_reload) while this thread goes on serving handshakes.
     std::vector<std::string> errors;
-    if (!reload(&errors)) {
+    const uint64_t token = ++next_ctl_token_;
+    if (begin_reload(&errors, token) == ReloadStart::kFailed) {
       std::string msg = "configuration rejected, the running one stays:";
       for (const auto& e : errors) msg += "\n" + e;
       return ctl::Reply::failure(msg);
     }
-    return ctl::Reply::success({{"policy_generation", policy_generation_}, {"reloads", reloads_}});
+    return ctl::Reply::deferred(token);
   });
   ctl_.add_handler("explain", [this](const json& args) {
     const std::string name = args.value("peer", "");

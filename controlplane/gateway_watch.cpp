@@ -73,8 +73,7 @@ void Gateway::poll_config_watch(uint64_t now) {
   log::info("config_changed", {{"file", config_path_},
                                {"since_change_ms", std::to_string((now - watch_first_ns_) / 1'000'000)}});
   std::vector<std::string> errors;
-  reload(&errors);
-  for (const auto& e : errors) log::warn("reload_error", {{"error", e}});
+  begin_reload(&errors, 0);  // the same path as SIGHUP: errors and the outcome are logged
 }
 
 }  // namespace sluice::cp

@@ -116,6 +116,7 @@ bool parse_destination(const std::string& to, nlohmann::json& args, std::string*
 std::optional<Invocation> parse_command_line(const std::vector<std::string>& argv,
                                              std::string* err) {
   Invocation inv;
+  bool timeout_given = false;
   std::vector<std::string> words;
   std::map<std::string, std::string> options;  // command options, without "--"
   for (std::size_t i = 0; i < argv.size(); ++i) {
@@ -169,6 +170,7 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
         return std::nullopt;
       }
       inv.timeout_ms = static_cast<int>(s * 1000);
+      timeout_given = true;
     } else {
       if (options.count(name)) {
         *err = "option '--" + name + "' given twice";
@@ -270,6 +272,8 @@ std::optional<Invocation> parse_command_line(const std::vector<std::string>& arg
       inv.args[wire] = value;
     }
   }
+  // A reload answers when its policy has compiled: allow a big one on a busy machine.
+  if (inv.command == "reload" && !timeout_given) inv.timeout_ms = kReloadTimeoutMs;
   return inv;
 }
 
@@ -295,7 +299,7 @@ std::string usage() {
       "options:\n"
       "  --socket PATH       the gateway's control socket\n"
       "  --config FILE       take the socket from control.socket of this gateway.yaml\n"
-      "  --timeout SECONDS   how long to wait for the gateway (default 5)\n"
+      "  --timeout SECONDS   how long to wait for the gateway (default 5; reload: 120)\n"
       "  --json              print the result as JSON\n"
       "  -h, --help          print this help\n"
       "\n"

@@ -9,6 +9,9 @@
 
 namespace sluice::ctl {
 
+// `reload` waits for the policy compile unless --timeout says otherwise.
+inline constexpr int kReloadTimeoutMs = 120'000;
+
 struct Invocation {
   std::string socket_path;   // --socket; empty: take it from --config or the default
   std::string config_path;   // --config

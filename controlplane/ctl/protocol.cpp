@@ -18,6 +18,12 @@ Reply Reply::failure(std::string message) {
   return r;
 }
 
+Reply Reply::deferred(uint64_t token) {
+  Reply r;
+  r.pending = token;
+  return r;
+}
+
 nlohmann::json Reply::to_json() const {
   if (ok) return {{"ok", true}, {"result", result}};
   return {{"ok", false}, {"error", error}};

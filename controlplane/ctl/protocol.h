@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -25,9 +26,14 @@ struct Reply {
   bool ok = true;
   nlohmann::json result;  // meaningful when ok
   std::string error;      // meaningful when !ok
+  // Non-zero: no answer yet. The server sends the reply when its owner calls
+  // Server::complete(token, reply) (a reload waits for its policy compile that way).
+  uint64_t pending = 0;
 
   static Reply success(nlohmann::json result = nlohmann::json::object());
   static Reply failure(std::string message);
+  // `token`: non-zero, chosen by the handler's owner, unique among the replies it defers.
+  static Reply deferred(uint64_t token);
 
   // The wire form: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
   nlohmann::json to_json() const;

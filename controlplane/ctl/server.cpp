@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <utility>
 
 namespace sluice::ctl {
@@ -141,6 +142,13 @@ void Server::add_handler(std::string command, Handler handler) {
 }
 
 std::string Server::handle_line(const std::string& line) {
+  uint64_t pending = 0;
+  nlohmann::json id;
+  return dispatch(line, &pending, &id);
+}
+
+std::string Server::dispatch(const std::string& line, uint64_t* pending, nlohmann::json* id) {
+  *pending = 0;
   nlohmann::json request;
   try {
     request = nlohmann::json::parse(line);
@@ -169,9 +177,37 @@ std::string Server::handle_line(const std::string& line) {
       }
     }
   }
+  if (request.is_object() && request.contains("id")) *id = request["id"];
+  if (reply.pending != 0) {
+    *pending = reply.pending;
+    return "";
+  }
   nlohmann::json response = reply.to_json();
   if (request.is_object() && request.contains("id")) response["id"] = request["id"];
   return encode_line(response);
+}
+
+bool Server::complete(uint64_t token, const Reply& reply) {
+  if (token == 0) return false;
+  for (auto& c : clients_) {
+    if (c.fd < 0 || c.waiting != token) continue;
+    nlohmann::json response = reply.to_json();
+    if (!c.waiting_id.is_null()) response["id"] = c.waiting_id;
+    c.out += encode_line(response);
+    c.waiting = 0;
+    c.waiting_id = nullptr;
+    c.last_activity = Clock::now();
+    // Requests that arrived meanwhile, then the end of input if the client had closed its side.
+    process_input(c, c.eof_seen);
+    if (c.fd >= 0) flush_client(c);
+    return true;
+  }
+  return false;
+}
+
+std::size_t Server::pending_count() const {
+  return static_cast<std::size_t>(
+      std::count_if(clients_.begin(), clients_.end(), [](const Client& c) { return c.fd >= 0 && c.waiting != 0; }));
 }
 
 void Server::poll(int timeout_ms) {
@@ -251,7 +287,8 @@ void Server::reject_client(int fd, const std::string& message) {
 }
 
 bool Server::wants_read(const Client& c) const {
-  return !c.closing && c.out.size() - c.out_offset < limits_.max_pending_output;
+  // A client waiting for a deferred reply is not read: its next requests wait in the socket.
+  return !c.closing && c.waiting == 0 && c.out.size() - c.out_offset < limits_.max_pending_output;
 }
 
 void Server::read_client(Client& c) {
@@ -289,7 +326,8 @@ void Server::process_input(Client& c, bool eof) {
   };
   std::size_t start = 0;
   bool backpressure = false;
-  while (!c.closing) {
+  if (eof) c.eof_seen = true;
+  while (!c.closing && c.waiting == 0) {
     const auto nl = c.in.find('\n', start);
     if (nl == std::string::npos) break;
     if (nl - start > limits_.max_request_bytes) {
@@ -300,14 +338,14 @@ void Server::process_input(Client& c, bool eof) {
     start = nl + 1;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    c.out += handle_line(line);
+    c.out += dispatch(line, &c.waiting, &c.waiting_id);
     if (c.out.size() - c.out_offset >= limits_.max_pending_output) {
       backpressure = true;  // the rest waits until the client has read its replies
       break;
     }
   }
   c.in.erase(0, start);
-  if (backpressure) return;
+  if (backpressure || c.waiting != 0) return;  // the rest (and the end of input) waits
   // Only a partial line is left.
   if (c.in.size() > limits_.max_request_bytes) {
     too_large();
@@ -315,7 +353,7 @@ void Server::process_input(Client& c, bool eof) {
   }
   if (eof) {
     // A last request without its newline (`printf '{...}' | socat`) still gets an answer.
-    if (c.in.find_first_not_of(" \t\r\n") != std::string::npos) c.out += handle_line(c.in);
+    if (c.in.find_first_not_of(" \t\r\n") != std::string::npos) c.out += dispatch(c.in, &c.waiting, &c.waiting_id);
     c.in.clear();
     c.closing = true;
   }
@@ -345,6 +383,7 @@ void Server::flush_client(Client& c) {
     }
     c.out.clear();
     c.out_offset = 0;
+    if (c.waiting != 0) return;  // its reply comes with complete()
     if (c.closing) {
       close_client(c);
       return;
@@ -357,9 +396,14 @@ void Server::flush_client(Client& c) {
 }
 
 int Server::effective_timeout(int timeout_ms, Clock::time_point now) const {
-  if (clients_.empty() || limits_.idle_timeout_ms < 0) return timeout_ms;
-  auto earliest = clients_.front().last_activity;
-  for (const auto& c : clients_) earliest = std::min(earliest, c.last_activity);
+  if (limits_.idle_timeout_ms < 0) return timeout_ms;
+  // Clients waiting for a deferred reply do not expire.
+  std::optional<Clock::time_point> first;
+  for (const auto& c : clients_) {
+    if (c.waiting == 0) first = first ? std::min(*first, c.last_activity) : c.last_activity;
+  }
+  if (!first) return timeout_ms;
+  const auto earliest = *first;
   const auto deadline = earliest + std::chrono::milliseconds(limits_.idle_timeout_ms);
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
   const int until_idle = static_cast<int>(std::clamp<long long>(left + 1, 0, 1'000'000));
@@ -370,7 +414,7 @@ void Server::expire_idle(Clock::time_point now) {
   if (limits_.idle_timeout_ms < 0) return;
   const auto limit = std::chrono::milliseconds(limits_.idle_timeout_ms);
   for (auto& c : clients_) {
-    if (c.fd >= 0 && now - c.last_activity >= limit) close_client(c);
+    if (c.fd >= 0 && c.waiting == 0 && now - c.last_activity >= limit) close_client(c);
   }
 }
 

@@ -56,21 +56,34 @@ class Server {
   std::size_t client_count() const { return clients_.size(); }
 
   // Answers one request line as the server would (without a connection); exposed for tests and
-  // for callers that carry requests some other way.
+  // for callers that carry requests some other way. A deferred reply (Reply::deferred) gives ""
+  // here: only connections get the completion.
   std::string handle_line(const std::string& line);
+
+  // Deferred replies. A handler that returns Reply::deferred(token) leaves its client waiting:
+  // the server reads no further request from that client (replies stay in request order) until
+  // complete(token, reply) queues the answer (with the request's "id"), then carries on with the
+  // client's next requests. False when no client waits on `token` (it disconnected meanwhile).
+  bool complete(uint64_t token, const Reply& reply);
+  std::size_t pending_count() const;
 
  private:
   using Clock = std::chrono::steady_clock;
 
   struct Client {
     int fd = -1;
+    uint64_t waiting = 0;         // token of the deferred reply it waits for; 0: none
+    nlohmann::json waiting_id;    // that request's "id", echoed in the reply (null: none)
     std::string in;
     std::string out;
     std::size_t out_offset = 0;
     bool closing = false;  // no more reading; close once `out` is flushed
+    bool eof_seen = false;  // the client closed its side (its last requests may still wait)
     Clock::time_point last_activity;
   };
 
+  // handle_line for a connection: sets *pending (and *id) when the reply is deferred.
+  std::string dispatch(const std::string& line, uint64_t* pending, nlohmann::json* id);
   void accept_clients();
   void reject_client(int fd, const std::string& message);
   void read_client(Client& c);

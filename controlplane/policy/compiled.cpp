@@ -56,6 +56,8 @@ const rte_acl_field_def kFieldDefs[kNumFields] = {
 };
 
 constexpr uint32_t kDenyBit = 1u << 31;
+// Above this many port classes the key carries the port itself (see build_acl).
+constexpr size_t kMaxPortClasses = 1024;
 constexpr uint16_t kDefaultCode = 0xFFFF;  // userdata rule code of a policy's default deny
 
 constexpr uint32_t encode(bool allow, uint16_t policy, uint16_t code) {
@@ -149,14 +151,54 @@ std::string join(const std::vector<std::string>& v, size_t max = 8) {
 }
 
 
-// rte rules a policy emits per run of class ids: destination ranges x port ranges of each
-// reachable rule, plus the default deny.
+// The part of each reachable rule's (protocol, port) space that no earlier rule of the same
+// policy already takes: a policy's rules share its destinations and senders, so first match
+// within a policy depends on protocol and port alone, and a rule only ever decides where the
+// rules before it do not match. Rules (and port ranges) shadowed that way emit no rte rule at all,
+// which keeps the verdict (and the deciding rule) the same. [0] = [0, 65535] for rules without
+// ports; an empty list: the rule can never decide.
+std::vector<std::vector<config::PortRange>> effective_ports(const std::vector<AclRule>& acl, size_t n) {
+  std::vector<std::vector<config::PortRange>> out(n);
+  std::vector<config::PortRange> covered[3];  // tcp, udp, icmp: sorted, disjoint
+  auto slot = [](Protocol p) { return p == Protocol::tcp ? 0 : p == Protocol::udp ? 1 : 2; };
+  for (size_t i = 0; i < n; i++) {
+    const AclRule& a = acl[i];
+    std::vector<config::PortRange> want =
+        ports_apply(a) ? merge_ports(a.ports) : std::vector<config::PortRange>{{0, 0xFFFF}};
+    if (a.protocol == Protocol::any) {
+      out[i] = std::move(want);  // the last reachable rule
+      continue;
+    }
+    std::vector<config::PortRange>& cov = covered[slot(a.protocol)];
+    size_t k = 0;
+    for (const config::PortRange& w : want) {
+      uint32_t from = w.first;
+      for (; k < cov.size() && cov[k].last < w.first; k++) {
+      }
+      for (size_t j = k; j < cov.size() && cov[j].first <= w.last && from <= w.last; j++) {
+        if (cov[j].first > from) {
+          out[i].push_back({uint16_t(from), uint16_t(cov[j].first - 1)});
+        }
+        from = std::max<uint32_t>(from, uint32_t(cov[j].last) + 1);
+      }
+      if (from <= w.last) {
+        out[i].push_back({uint16_t(from), w.last});
+      }
+    }
+    cov.insert(cov.end(), want.begin(), want.end());
+    cov = merge_ports(std::move(cov));
+  }
+  return out;
+}
+
+// rte rules a policy emits per run of class ids: destination ranges x effective port ranges of
+// each reachable rule, plus the default deny.
 size_t rules_per_run(const std::vector<config::AddrRange>& dsts, const std::vector<AclRule>& acl) {
   bool default_reachable = false;
   size_t n = reachable_rules(acl, &default_reachable);
   size_t per_dst = default_reachable ? 1 : 0;
-  for (size_t i = 0; i < n; i++) {
-    per_dst += ports_apply(acl[i]) ? merge_ports(acl[i].ports).size() : 1;
+  for (const auto& ports : effective_ports(acl, n)) {
+    per_dst += ports.size();
   }
   return per_dst * dsts.size();
 }
@@ -750,7 +792,7 @@ bool CompiledPolicy::build_acl(std::string* err) {
       continue;
     }
     // Runs of consecutive class ids: one rule each through the class range field. Rules are
-    // emitted per run x destination range x port range.
+    // emitted per run x destination range x (effective) port range.
     std::vector<std::pair<uint32_t, uint32_t>> runs;
     for (uint32_t c : group_classes_[size_t(pol.group)]) {
       if (!runs.empty() && runs.back().second + 1 == c) {
@@ -782,17 +824,13 @@ bool CompiledPolicy::build_acl(std::string* err) {
         }
       }
     };
+    std::vector<std::vector<config::PortRange>> effective = effective_ports(pol.acl, n);
     for (size_t i = 0; i < n; i++) {
       const AclRule& a = pol.acl[i];
       int32_t priority = int32_t(RTE_ACL_MAX_PRIORITY - i);
       uint32_t ud = encode(a.action == AclAction::allow, uint16_t(p), uint16_t(i + 1));
-      bool any = a.protocol == Protocol::any;
-      if (ports_apply(a)) {
-        for (const config::PortRange& pr : merge_ports(a.ports)) {
-          emit(priority, ud, proto_number(a.protocol), any, pr.first, pr.last);
-        }
-      } else {
-        emit(priority, ud, proto_number(a.protocol), any, 0, 0xFFFF);
+      for (const config::PortRange& pr : effective[i]) {
+        emit(priority, ud, proto_number(a.protocol), a.protocol == Protocol::any, pr.first, pr.last);
       }
     }
     if (default_reachable) {
@@ -802,6 +840,41 @@ bool CompiledPolicy::build_acl(std::string* err) {
   stats_.rte_rules = rules.size();
   if (rules.empty()) {
     return true;  // classify() answers "no policy" without a context
+  }
+
+  // Port classes: the rules' port ranges cut 0-65535 into intervals; the key carries the
+  // interval's number instead of the port (port_class_ maps them), and each rule's port range
+  // becomes a range of interval numbers. Same matches, but ranges over small numbers make much
+  // smaller tries: 10k rules with ports from common services build in about 0.7x the time and
+  // half the memory (bench/policy).
+  std::vector<uint32_t> bounds;  // first port of each interval but the first
+  for (const AclRule4& r : rules) {
+    bounds.push_back(r.field[kFieldPort].value.u16);
+    bounds.push_back(uint32_t(r.field[kFieldPort].mask_range.u16) + 1);
+  }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  port_class_.assign(0x10000, 0);
+  const size_t classes = size_t(std::count_if(bounds.begin(), bounds.end(), [](uint32_t b) { return b > 0 && b <= 0xFFFF; })) + 1;
+  if (classes > kMaxPortClasses) {
+    // Thousands of distinct port ranges: the classes save nothing there, the ports are kept.
+    for (uint32_t port = 0; port <= 0xFFFF; port++) {
+      port_class_[port] = uint16_t(port);
+    }
+    stats_.port_classes = 0;
+  } else {
+    uint16_t cls = 0;
+    for (uint32_t port = 0, b = 0; port <= 0xFFFF; port++) {
+      for (; b < bounds.size() && bounds[b] <= port; b++) {
+        cls += bounds[b] > 0 ? 1 : 0;  // class 0 starts at port 0
+      }
+      port_class_[port] = cls;
+    }
+    stats_.port_classes = classes;
+  }
+  for (AclRule4& r : rules) {
+    r.field[kFieldPort].value.u16 = port_class_[r.field[kFieldPort].value.u16];
+    r.field[kFieldPort].mask_range.u16 = port_class_[r.field[kFieldPort].mask_range.u16];
   }
 
   size_t heap_before = heap_allocated();
@@ -834,7 +907,7 @@ bool CompiledPolicy::build_acl(std::string* err) {
     return false;
   }
   size_t heap_after = heap_allocated();
-  stats_.acl_bytes = heap_after > heap_before ? heap_after - heap_before : 0;
+  stats_.acl_bytes = (heap_after > heap_before ? heap_after - heap_before : 0) + port_class_.size() * sizeof(uint16_t);
   return true;
 }
 
@@ -846,6 +919,7 @@ void CompiledPolicy::classify(const FlowKey* keys, unsigned n, Verdict* out) con
     return;
   }
   const uint32_t nclasses = uint32_t(class_policies_.size());
+  const uint16_t* port_class = port_class_.data();
   AclKey in[kMaxBurst];
   const uint8_t* data[kMaxBurst];
   uint32_t results[kMaxBurst * RTE_ACL_MAX_CATEGORIES];
@@ -856,7 +930,7 @@ void CompiledPolicy::classify(const FlowKey* keys, unsigned n, Verdict* out) con
       in[i].proto = k.proto;
       // Unknown classes (beyond 16 bits too) become class 0, which no rule matches.
       in[i].cls = rte_cpu_to_be_16(k.sender_class < nclasses ? uint16_t(k.sender_class) : 0);
-      in[i].dport = rte_cpu_to_be_16(k.dport);
+      in[i].dport = rte_cpu_to_be_16(port_class[k.dport]);
       in[i].dst = rte_cpu_to_be_32(k.dst);
       data[i] = reinterpret_cast<const uint8_t*>(&in[i]);
     }

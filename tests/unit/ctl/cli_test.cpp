@@ -93,6 +93,9 @@ TEST(CommandLine, GlobalOptionsAnywhere) {
   EXPECT_EQ(b.config_path, "/etc/sluice/gateway.yaml");
   EXPECT_EQ(b.command, "peers");
   EXPECT_EQ(parse_ok({"--timeout", "30", "reload"}).timeout_ms, 30000);
+  // reload waits for the policy compile: a longer default.
+  EXPECT_EQ(parse_ok({"reload"}).timeout_ms, kReloadTimeoutMs);
+  EXPECT_EQ(parse_ok({"status"}).timeout_ms, 5000);
   EXPECT_TRUE(parse_ok({"status", "--help"}).help);
   EXPECT_TRUE(parse_ok({"-h"}).help);
 }

@@ -452,3 +452,104 @@ TEST(Protocol, ReplyWireForm) {
 
 }  // namespace
 }  // namespace sluice::ctl
+
+namespace sluice::ctl {
+namespace {
+
+using nlohmann::json;
+
+// Deferred replies: the handler answers later through complete(); the client's next requests
+// wait behind it, so replies keep the order of the requests.
+class DeferredTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.file("sluice.sock");
+    server_.add_handler("echo", [](const json& args) { return Reply::success(args); });
+    server_.add_handler("slow", [this](const json&) {
+      ++next_token_;
+      return Reply::deferred(next_token_);
+    });
+    std::string err;
+    ASSERT_TRUE(server_.listen(path_, &err)) << err;
+  }
+  // Polls (this thread owns the server) until `done` or about 5 s.
+  template <typename F>
+  bool poll_until(F done) {
+    for (int i = 0; i < 500; ++i) {
+      server_.poll(10);
+      if (done()) return true;
+    }
+    return false;
+  }
+  static bool readable(int fd) {
+    char ch;
+    return ::recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+  }
+
+  testing::TempDir dir_;
+  std::string path_;
+  Server server_;
+  uint64_t next_token_ = 0;
+};
+
+TEST_F(DeferredTest, ReplyComesOnCompleteAndLaterRequestsWaitBehindIt) {
+  const int fd = testing::raw_connect(path_);
+  ASSERT_GE(fd, 0);
+  // Two requests in one write: the second must not be answered before the first.
+  ASSERT_TRUE(testing::send_all(fd, R"({"command":"slow","id":"a"})" "\n" R"({"command":"echo","args":{"x":1},"id":"b"})" "\n"));
+  ASSERT_TRUE(poll_until([&] { return server_.pending_count() == 1; }));
+  for (int i = 0; i < 20; ++i) server_.poll(5);
+  EXPECT_FALSE(readable(fd));  // nothing yet, not even the echo
+  EXPECT_EQ(next_token_, 1u);
+
+  EXPECT_FALSE(server_.complete(99, Reply::success()));  // nobody waits on that token
+  EXPECT_TRUE(server_.complete(1, Reply::success({{"policy_generation", 2}})));
+  EXPECT_EQ(server_.pending_count(), 0u);
+  bool got = poll_until([&] { return readable(fd); });
+  ASSERT_TRUE(got);
+  json first = json::parse(testing::read_line(fd));
+  EXPECT_EQ(first["ok"], true);
+  EXPECT_EQ(first["id"], "a");
+  EXPECT_EQ(first["result"]["policy_generation"], 2);
+  ASSERT_TRUE(poll_until([&] { return readable(fd); }));
+  json second = json::parse(testing::read_line(fd));
+  EXPECT_EQ(second["id"], "b");
+  EXPECT_EQ(second["result"]["x"], 1);
+  // A completed token is spent.
+  EXPECT_FALSE(server_.complete(1, Reply::success()));
+  ::close(fd);
+}
+
+TEST_F(DeferredTest, FailureReplyAndHalfClosedClient) {
+  const int fd = testing::raw_connect(path_);
+  ASSERT_GE(fd, 0);
+  // The request, then end of input (printf ... | socat): the answer still comes, then the close.
+  ASSERT_TRUE(testing::send_all(fd, R"({"command":"slow"})" "\n"));
+  ::shutdown(fd, SHUT_WR);
+  ASSERT_TRUE(poll_until([&] { return server_.pending_count() == 1; }));
+  for (int i = 0; i < 20; ++i) server_.poll(5);
+  EXPECT_TRUE(server_.complete(next_token_, Reply::failure("configuration rejected")));
+  ASSERT_TRUE(poll_until([&] { return readable(fd); }));
+  json reply = json::parse(testing::read_line(fd));
+  EXPECT_EQ(reply["ok"], false);
+  EXPECT_EQ(reply["error"], "configuration rejected");
+  EXPECT_FALSE(reply.contains("id"));
+  for (int i = 0; i < 20; ++i) server_.poll(5);
+  EXPECT_TRUE(testing::closed_by_peer(fd));
+  ::close(fd);
+}
+
+TEST_F(DeferredTest, ClientGoneBeforeCompletion) {
+  const int fd = testing::raw_connect(path_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(testing::send_all(fd, R"({"command":"slow"})" "\n"));
+  ASSERT_TRUE(poll_until([&] { return server_.pending_count() == 1; }));
+  ::close(fd);
+  ASSERT_TRUE(poll_until([&] { return server_.pending_count() == 0; }));
+  EXPECT_FALSE(server_.complete(next_token_, Reply::success()));
+  // Without a connection there is nobody to complete: handle_line gives nothing.
+  EXPECT_EQ(server_.handle_line(R"({"command":"slow"})"), "");
+}
+
+}  // namespace
+}  // namespace sluice::ctl

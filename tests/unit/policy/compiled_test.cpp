@@ -122,6 +122,22 @@ TEST_F(PolicyTest, SubnetFilterAddressRangeCidr) {
   EXPECT_EQ(cp_->stats().rte_rules, 3u);
 }
 
+TEST_F(PolicyTest, ShadowedRulesAndPortsEmitNothing) {
+  add_peer(cfg_, "p", {"users"});
+  // Rule 2 is shadowed by rule 1 entirely, rule 3 in part (port 80), rule 5 by rule 4 (icmp).
+  add_policy(cfg_, "office", {"users"}, {"198.51.100.0/24"}, {},
+             {"allow tcp 22,80", "deny tcp 22", "deny tcp 80,443", "allow icmp", "deny icmp"});
+  build();
+  // tcp 22, tcp 80 (rule 1), tcp 443 (rule 3), icmp (rule 4), default deny: one destination range.
+  EXPECT_EQ(cp_->stats().rte_rules, 5u);
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoTcp, 22), (Verdict{true, 0, 0}));
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoTcp, 80), (Verdict{true, 0, 0}));
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoTcp, 443), (Verdict{false, 0, 2}));
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoTcp, 444), (Verdict{false, 0, kNoRule}));
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoIcmp, 0), (Verdict{true, 0, 3}));
+  EXPECT_EQ(check("p", "198.51.100.7", kProtoUdp, 22), (Verdict{false, 0, kNoRule}));
+}
+
 TEST_F(PolicyTest, PeersWithSameTagsShareAClass) {
   add_peer(cfg_, "a", {"users"});
   add_peer(cfg_, "b", {"users", "unrelated"});
