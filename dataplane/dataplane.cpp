@@ -7,9 +7,11 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "dataplane/mbuf_meta.h"
 #include "dataplane/worker.h"
@@ -37,6 +39,24 @@ bool is_vdev(const std::string& devargs) {
   return n.rfind("net_", 0) == 0 || n.rfind("eth_", 0) == 0;
 }
 
+// The value of `key=` in a devargs string ("net_af_packet0,iface=x,framesz=4096"), or 0.
+unsigned devarg_uint(const std::string& devargs, const std::string& key) {
+  const size_t at = devargs.find(',' + key + '=');
+  if (at == std::string::npos) return 0;
+  return unsigned(std::strtoul(devargs.c_str() + at + key.size() + 2, nullptr, 10));
+}
+
+// The CPUs this process may run on, in order (empty if unknown).
+std::vector<unsigned> allowed_cpus() {
+  std::vector<unsigned> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (unsigned c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
 int worker_main(void* arg) { return static_cast<Worker*>(arg)->run(); }
 
 std::string rte_err() { return rte_strerror(rte_errno); }
@@ -46,10 +66,24 @@ std::string rte_err() { return rte_strerror(rte_errno); }
 std::vector<std::string> eal_argv(const Settings& s) {
   std::vector<std::string> a{"sluiced"};
   a.insert(a.end(), s.eal_args.begin(), s.eal_args.end());
-  // The control thread is the main lcore; one lcore per worker after it.
+  // The control thread is the main lcore; one lcore per worker after it, each on its own CPU
+  // of those the process may use. With fewer CPUs than lcores (a small VM, a container's
+  // cpuset), lcores share CPUs round-robin (--lcores 0@0,1@1,2@0): it runs, slower, and
+  // dataplane.idle_sleep_us keeps idle workers from starving the others.
   if (!has_arg(a, {"-l", "-c", "--lcores"})) {
-    a.push_back("-l");
-    a.push_back(s.workers > 0 ? "0-" + std::to_string(s.workers) : "0");
+    const std::vector<unsigned> cpus = allowed_cpus();
+    bool identity = cpus.size() > s.workers;
+    for (unsigned i = 0; identity && i <= s.workers; ++i) identity = cpus[i] == i;
+    if (cpus.empty() || identity) {
+      a.push_back("-l");
+      a.push_back(s.workers > 0 ? "0-" + std::to_string(s.workers) : "0");
+    } else {
+      std::string map;
+      for (unsigned i = 0; i <= s.workers; ++i)
+        map += (i ? "," : "") + std::to_string(i) + "@" + std::to_string(cpus[i % cpus.size()]);
+      a.push_back("--lcores");
+      a.push_back(map);
+    }
   }
   // Without a file prefix several gateways (and tests) on one host would share DPDK's runtime
   // directory. In-memory mode keeps each process to itself; it needs hugepages, so without
@@ -142,7 +176,18 @@ bool Dataplane::init(const Settings& s, std::string* err) {
     nb_mbufs = nports * s.workers * (uint32_t(s.rx_queue_size) + s.tx_queue_size) +
                (s.workers + 1) * (256 + 2 * kMaxBurst) + 4096;
   }
-  pool = rte_pktmbuf_pool_create("sluice_mbufs", nb_mbufs, 256, kMetaPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE,
+  // net_af_packet copies each frame into one mbuf and refuses mbufs smaller than its frames
+  // (framesz=, default 2048). Larger frames matter: the kernel reassembles IP fragments for
+  // AF_PACKET fanout groups, so a LAN host's 4000-byte datagram arrives whole.
+  uint32_t room = s.mbuf_data_room != 0 ? s.mbuf_data_room : RTE_MBUF_DEFAULT_DATAROOM;
+  for (const auto& p : s.ports)
+    if (device_name(p.device).rfind("net_af_packet", 0) == 0 || device_name(p.device).rfind("eth_af_packet", 0) == 0)
+      room = std::max<uint32_t>(room, devarg_uint(p.device, "framesz"));
+  if (room + RTE_PKTMBUF_HEADROOM > UINT16_MAX) {
+    *err = "mbufs of " + std::to_string(room) + " bytes are too large (framesz= in a port's devargs)";
+    return false;
+  }
+  pool = rte_pktmbuf_pool_create("sluice_mbufs", nb_mbufs, 256, kMetaPrivSize, uint16_t(room + RTE_PKTMBUF_HEADROOM),
                                  int(rte_socket_id()));
   if (pool == nullptr) {
     *err = "cannot create a pool of " + std::to_string(nb_mbufs) + " mbufs: " + rte_err() +
