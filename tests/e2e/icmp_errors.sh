@@ -127,7 +127,10 @@ route=$(ip -n "$LAB_NS_CL" route get "$FAR")
 expect_line "the client's kernel caches the path MTU" "$route" "mtu 1280"
 out=$(ping_from "$LAB_NS_CL" "$FAR" -M "do" -s 1252)
 expect_line "a DF ping that fits the path" "$out" "1260 bytes from $FAR: icmp_seq=1"
-ip -n "$LAB_NS_CL" route flush cache
+# Forget it (route.flush also drops the cached path MTUs), so TCP has to find it again.
+ip netns exec "$LAB_NS_CL" sysctl -qw net.ipv4.route.flush=1
+route=$(ip -n "$LAB_NS_CL" route get "$FAR")
+if grep -q "mtu 1280" <<<"$route"; then fail "the client's path MTU cache did not flush: $route"; fi
 
 # TCP from the client to the far host needs that: MSS 1380 each way, 1280 on the path.
 head -c $((4 * 1024 * 1024)) /dev/urandom >"$LAB_DIR/blob"

@@ -597,8 +597,10 @@ Pieces split(const Bytes& pkt, uint16_t mtu, uint32_t base = 0) {
     const uint16_t field = get16(out, 6);
     EXPECT_EQ(field & 0x4000, 0);
     const bool mf = (field & 0x2000) != 0;
-    if (i + 1 < n) EXPECT_TRUE(mf);
-    if (i + 1 < n) EXPECT_EQ((out.size() - test::ihl(out)) % 8, 0u);
+    if (i + 1 < n) {
+      EXPECT_TRUE(mf);
+      EXPECT_EQ((out.size() - test::ihl(out)) % 8, 0u);
+    }
     const size_t off = size_t(field & 0x1fff) * 8 - base;
     const size_t hl = test::ihl(out);
     if (r.payload.size() < off + out.size() - hl) r.payload.resize(off + out.size() - hl);

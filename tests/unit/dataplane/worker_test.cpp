@@ -136,6 +136,7 @@ class WorkerTest : public ::testing::Test {
     s.rx_queue_size = 256;
     s.tx_queue_size = 256;
     s.mbuf_pool_size = 2047;
+    s.mbuf_data_room = 4096;  // room for a reassembled 3000-byte datagram
     s.max_peers = 16;
     s.aead = crypto::AeadBackend::openssl;
     s.ports = {{"wan", PortRole::underlay, port_name_[0], kGwWan, 24, 0},
@@ -456,6 +457,56 @@ TEST_F(WorkerTest, NoKeypairStagesPacketOnControlThread) {
   EXPECT_EQ(CpKind::peer_wait, meta(c)->cp_kind);
   EXPECT_EQ(0u, meta(c)->peer);
   rte_pktmbuf_free(c);
+}
+
+TEST_F(WorkerTest, LargeDatagramsToAPeerAreFragmentedForTheTunnel) {
+  install_peer();
+  // A LAN host's 3000-byte echo reply as the kernel reassembled it for AF_PACKET, after NAT.
+  Bytes reply = icmp_echo(9, 1, 3000);
+  reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  reply[2] = reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(reply.data(), reply.size()));
+  memcpy(&reply[2], &c, 2);
+  const Bytes whole = ipv4(0xC633640A, kPeerVa, IPPROTO_ICMP, reply);
+  uint64_t frags0 = worker().fragments_out.get();
+  rte_mbuf* m = test::mbuf_from(dp_->pool, whole);
+  worker().wg_output(0, &m, 1);
+  worker().tx_flush();
+  Bytes payload;
+  unsigned n = 0;
+  bool more = true;
+  while (auto out = sent(0)) {
+    uint32_t receiver = 0;
+    uint64_t counter = 0;
+    Bytes inner = open_sent(*out, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    const uint16_t tl = rte_be_to_cpu_16(ip->total_length);
+    EXPECT_LE(tl, 1420);
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const uint16_t field = rte_be_to_cpu_16(ip->fragment_offset);
+    EXPECT_EQ(size_t(field & 0x1fff) * 8, payload.size());
+    more = (field & 0x2000) != 0;
+    payload.insert(payload.end(), inner.begin() + 20, inner.begin() + tl);
+    ++n;
+  }
+  EXPECT_EQ(3u, n);
+  EXPECT_FALSE(more);
+  EXPECT_EQ(Bytes(whole.begin() + 20, whole.end()), payload);
+  EXPECT_EQ(frags0 + 3, worker().fragments_out.get());
+
+  // With DF set it cannot be split (nat_input answers those with frag needed): dropped.
+  Bytes df = whole;
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(df.data());
+  ip->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  const uint64_t too_big = drops(Drop::wg_too_big);
+  m = test::mbuf_from(dp_->pool, df);
+  worker().wg_output(0, &m, 1);
+  worker().tx_flush();
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(too_big + 1, drops(Drop::wg_too_big));
 }
 
 }  // namespace
