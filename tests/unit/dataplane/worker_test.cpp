@@ -8,15 +8,19 @@
 #include <rte_ethdev.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
+#include "controlplane/policy/compiled.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/mbuf_meta.h"
+#include "dataplane/nat.h"
 #include "dataplane/packet.h"
 #include "dataplane/wg/transport.h"
 #include "dataplane/worker.h"
 #include "tests/unit/dataplane/eal_env.h"
+#include "tests/unit/policy/builder.h"
 
 namespace sluice::dp {
 namespace {
@@ -469,6 +473,7 @@ TEST_F(WorkerTest, LargeDatagramsToAPeerAreFragmentedForTheTunnel) {
   memcpy(&reply[2], &c, 2);
   const Bytes whole = ipv4(0xC633640A, kPeerVa, IPPROTO_ICMP, reply);
   uint64_t frags0 = worker().fragments_out.get();
+  worker().now_tsc = rte_rdtsc();  // as poll_once would: the keypair is fresh
   rte_mbuf* m = test::mbuf_from(dp_->pool, whole);
   worker().wg_output(0, &m, 1);
   worker().tx_flush();
@@ -507,6 +512,102 @@ TEST_F(WorkerTest, LargeDatagramsToAPeerAreFragmentedForTheTunnel) {
   worker().tx_flush();
   EXPECT_FALSE(sent(0));
   EXPECT_EQ(too_big + 1, drops(Drop::wg_too_big));
+}
+
+// Fragments both ways through SNAT: a peer's 3000-byte ping arrives as three tunnel messages
+// in one burst (the later fragments follow the first one's connection), the LAN host's reply
+// comes back in 1500-byte fragments that are matched to the connection by their first one and
+// re-fragmented for the tunnel; reassembled, each side sees the other's datagram.
+TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  install_peer();
+  const uint64_t no_first = drops(Drop::frag_no_first);
+
+  // Peer -> LAN: three fragments, one burst.
+  const Bytes request = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 3000));
+  const unsigned n_req = ip_fragment_count(request.data(), uint32_t(request.size()), 1420);
+  ASSERT_EQ(3u, n_req);
+  for (unsigned i = 0; i < n_req; ++i) {
+    Bytes frag(1420);
+    frag.resize(ip_fragment_build(request.data(), uint32_t(request.size()), 1420, i, frag.data(), 1420));
+    ASSERT_EQ(0, rte_ring_enqueue(rx_[0], test::mbuf_from(dp_->pool, tunnel_frame(frag, i))));
+  }
+  worker().poll_once();
+  Bytes out_payload(request.size() - 20);
+  uint16_t snat_id = 0;
+  unsigned n_out = 0;
+  while (auto f = sent(1)) {
+    ++n_out;
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(f->data() + 14);
+    EXPECT_EQ(kGwLan, ip_src(ip));
+    EXPECT_EQ(kLanHost, ip_dst(ip));
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    const size_t len = rte_be_to_cpu_16(ip->total_length) - 20u;
+    ASSERT_LE(off + len, out_payload.size());
+    memcpy(out_payload.data() + off, f->data() + 34, len);
+    if (off == 0) snat_id = uint16_t(f->data()[38] << 8 | f->data()[39]);
+  }
+  ASSERT_EQ(3u, n_out);
+  EXPECT_EQ(no_first, drops(Drop::frag_no_first));
+  EXPECT_TRUE(icmp_checksum_ok(out_payload.data(), out_payload.size()));  // SNAT kept it whole
+  EXPECT_TRUE(std::equal(out_payload.begin() + 8, out_payload.end(), request.begin() + 28));
+
+  // LAN -> peer: the reply to the SNAT address, in 1500-byte fragments, one burst.
+  Bytes echo_reply = out_payload;
+  echo_reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  echo_reply[2] = echo_reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(echo_reply.data(), echo_reply.size()));
+  memcpy(&echo_reply[2], &c, 2);
+  const Bytes reply = ipv4(kLanHost, kGwLan, IPPROTO_ICMP, echo_reply);
+  const unsigned n_rep = ip_fragment_count(reply.data(), uint32_t(reply.size()), 1500);
+  ASSERT_EQ(3u, n_rep);
+  for (unsigned i = 0; i < n_rep; ++i) {
+    Bytes frag(1500);
+    frag.resize(ip_fragment_build(reply.data(), uint32_t(reply.size()), 1500, i, frag.data(), 1500));
+    ASSERT_EQ(0, rte_ring_enqueue(rx_[1], test::mbuf_from(dp_->pool, eth(port_mac(1), lan_mac, RTE_ETHER_TYPE_IPV4, frag))));
+  }
+  worker().poll_once();
+  Bytes in_payload(reply.size() - 20);
+  unsigned n_in = 0;
+  while (auto f = sent(0)) {
+    ++n_in;
+    uint32_t receiver;
+    uint64_t counter;
+    const Bytes inner = open_sent(*f, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    EXPECT_EQ(kLanHost, ip_src(ip));
+    EXPECT_EQ(kPeerVa, ip_dst(ip));
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const size_t tl = rte_be_to_cpu_16(ip->total_length);
+    EXPECT_LE(tl, 1420u);
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    ASSERT_LE(off + tl - 20, in_payload.size());
+    memcpy(in_payload.data() + off, inner.data() + 20, tl - 20);
+  }
+  EXPECT_EQ(5u, n_in);  // 1500 + 1500 + 68 -> 2 + 2 + 1 for the tunnel's 1420
+  EXPECT_EQ(no_first, drops(Drop::frag_no_first));
+  EXPECT_EQ(9, in_payload[4] << 8 | in_payload[5]);  // the peer's echo identifier again
+  EXPECT_TRUE(icmp_checksum_ok(in_payload.data(), in_payload.size()));
+  EXPECT_TRUE(std::equal(in_payload.begin() + 8, in_payload.end(), request.begin() + 28));
+  EXPECT_NE(0, snat_id);
+
+  dp_->policy.store(nullptr);
 }
 
 }  // namespace
