@@ -522,7 +522,7 @@ TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
   namespace pt = policy::test;
   config::Config cfg = pt::base_config(false);
   pt::add_peer(cfg, "laptop", {"users"});
-  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
   std::string err;
   auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
   ASSERT_NE(nullptr, pol) << err;
