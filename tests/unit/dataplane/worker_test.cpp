@@ -176,7 +176,7 @@ class WorkerTest : public ::testing::Test {
   static void drain_all() {
     void* m;
     for (auto* r : {tx_[0], tx_[1], rx_[0], rx_[1], dp_->to_cp_packets})
-      while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+      while (r != nullptr && rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
     CpEvent e;
     while (rte_ring_dequeue_elem(dp_->to_cp_events, &e, sizeof e) == 0) {
     }
@@ -606,6 +606,157 @@ TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
   EXPECT_TRUE(icmp_checksum_ok(in_payload.data(), in_payload.size()));
   EXPECT_TRUE(std::equal(in_payload.begin() + 8, in_payload.end(), request.begin() + 28));
   EXPECT_NE(0, snat_id);
+
+  dp_->policy.store(nullptr);
+}
+
+// Two workers over two-queue ports: peer 0 belongs to worker 0, but its tunnel packets and the
+// LAN's replies arrive on worker 1's queues. Worker 1 hands them over; reply fragments after the
+// first carry no port and follow the first one (frags_steer), in order on the same ring.
+class TwoWorkerTest : public WorkerTest {
+ protected:
+  static void SetUpTestSuite() {
+    test::ensure_eal();
+    std::string names[2];
+    for (int p = 0; p < 2; ++p) {
+      for (int q = 0; q < 2; ++q) {
+        std::string n = "mw_rx" + std::to_string(p) + std::to_string(q);
+        rxq_[p][q] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+        n = "mw_tx" + std::to_string(p) + std::to_string(q);
+        txq_[p][q] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      }
+      std::string n = "mw_port" + std::to_string(p);
+      int id = rte_eth_from_rings(n.c_str(), rxq_[p], 2, txq_[p], 2, 0);
+      ASSERT_GE(id, 0);
+      char name[RTE_ETH_NAME_MAX_LEN];
+      ASSERT_EQ(0, rte_eth_dev_get_name_by_port(uint16_t(id), name));
+      names[p] = name;
+    }
+    Settings s;
+    s.workers = 2;
+    s.virtual_address = kGwVa;
+    s.listen_port = kPort;
+    s.rx_queue_size = 256;
+    s.tx_queue_size = 256;
+    s.mbuf_pool_size = 2047;
+    s.mbuf_data_room = 4096;
+    s.max_peers = 16;
+    s.aead = crypto::AeadBackend::openssl;
+    s.ports = {{"wan", PortRole::underlay, names[0], kGwWan, 24, 0},
+               {"lan", PortRole::lan, names[1], kGwLan, 24, 0}};
+    dp_ = new Dataplane();
+    std::string err;
+    ASSERT_TRUE(dp_->init(s, &err)) << err;
+  }
+  static void TearDownTestSuite() {
+    delete dp_;
+    dp_ = nullptr;
+  }
+  void TearDown() override {
+    WorkerTest::TearDown();
+    void* m;
+    for (auto& port : txq_)
+      for (auto* r : port)
+        while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+  }
+
+  Worker& w(unsigned i) { return *dp_->workers[i]; }
+  void enqueue(int port, int queue, const Bytes& frame) {
+    ASSERT_EQ(0, rte_ring_enqueue(rxq_[port][queue], test::mbuf_from(dp_->pool, frame)));
+  }
+  std::vector<Bytes> sent_q(int port, int queue) {
+    std::vector<Bytes> out;
+    void* m;
+    while (rte_ring_dequeue(txq_[port][queue], &m) == 0) {
+      out.push_back(test::bytes_of(static_cast<rte_mbuf*>(m)));
+      rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    }
+    return out;
+  }
+
+  static inline rte_ring* rxq_[2][2];
+  static inline rte_ring* txq_[2][2];
+};
+
+TEST_F(TwoWorkerTest, PacketsLandingOnTheOtherWorkerAreHandedToTheOwner) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  install_peer();  // owner: worker 0
+  ASSERT_EQ(0u, dp_->peers.slot(0).owner.load());
+
+  // The peer's fragmented 3000-byte ping arrives on worker 1's queue: handed to worker 0.
+  const Bytes request = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 3000));
+  for (unsigned i = 0; i < 3; ++i) {
+    Bytes frag(1420);
+    frag.resize(ip_fragment_build(request.data(), uint32_t(request.size()), 1420, i, frag.data(), 1420));
+    enqueue(0, 1, tunnel_frame(frag, i));
+  }
+  const uint64_t handed1 = w(1).handed_off.get();
+  w(1).poll_once();
+  EXPECT_EQ(handed1 + 3, w(1).handed_off.get());
+  EXPECT_TRUE(sent_q(1, 1).empty());
+  w(0).poll_once();
+  const std::vector<Bytes> out = sent_q(1, 0);
+  ASSERT_EQ(3u, out.size());
+  uint16_t snat_id = 0;
+  for (const Bytes& f : out) {
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(f.data() + 14);
+    EXPECT_EQ(kGwLan, ip_src(ip));
+    if ((rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) == 0) snat_id = uint16_t(f[38] << 8 | f[39]);
+  }
+  // Worker 0's slice of the SNAT identifiers: its replies belong to it.
+  ASSERT_EQ(0u, ConnTable::owner_worker(snat_id, 2));
+
+  // The LAN host's reply, 1500-byte fragments, on worker 1's LAN queue.
+  Bytes echo_reply = icmp_echo(snat_id, 1, 3000);
+  echo_reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  echo_reply[2] = echo_reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(echo_reply.data(), echo_reply.size()));
+  memcpy(&echo_reply[2], &c, 2);
+  const Bytes reply = ipv4(kLanHost, kGwLan, IPPROTO_ICMP, echo_reply);
+  for (unsigned i = 0; i < 3; ++i) {
+    Bytes frag(1500);
+    frag.resize(ip_fragment_build(reply.data(), uint32_t(reply.size()), 1500, i, frag.data(), 1500));
+    enqueue(1, 1, eth(port_mac(1), lan_mac, RTE_ETHER_TYPE_IPV4, frag));
+  }
+  const uint64_t no_first0 = w(0).drops[unsigned(Drop::frag_no_first)].get();
+  const uint64_t no_first1 = w(1).drops[unsigned(Drop::frag_no_first)].get();
+  w(1).poll_once();
+  EXPECT_EQ(handed1 + 6, w(1).handed_off.get());
+  w(0).poll_once();
+  const std::vector<Bytes> tunnel = sent_q(0, 0);
+  EXPECT_EQ(5u, tunnel.size());  // 1500 + 1500 + 68 -> 2 + 2 + 1 for the tunnel's 1420
+  Bytes payload(reply.size() - 20);
+  for (const Bytes& f : tunnel) {
+    uint32_t receiver;
+    uint64_t counter;
+    const Bytes inner = open_sent(f, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    EXPECT_EQ(kPeerVa, ip_dst(ip));
+    const size_t tl = rte_be_to_cpu_16(ip->total_length);
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    ASSERT_LE(off + tl - 20, payload.size());
+    memcpy(payload.data() + off, inner.data() + 20, tl - 20);
+  }
+  EXPECT_EQ(9, payload[4] << 8 | payload[5]);
+  EXPECT_TRUE(icmp_checksum_ok(payload.data(), payload.size()));
+  EXPECT_EQ(no_first0, w(0).drops[unsigned(Drop::frag_no_first)].get());
+  EXPECT_EQ(no_first1, w(1).drops[unsigned(Drop::frag_no_first)].get());
+  EXPECT_TRUE(sent_q(0, 1).empty());
 
   dp_->policy.store(nullptr);
 }
