@@ -6,11 +6,13 @@
 #include <rte_cycles.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
+#include <sched.h>
 #include <sodium.h>
 
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "controlplane/policy/compiled.h"
 #include "dataplane/dataplane.h"
@@ -759,6 +761,45 @@ TEST_F(TwoWorkerTest, PacketsLandingOnTheOtherWorkerAreHandedToTheOwner) {
   EXPECT_TRUE(sent_q(0, 1).empty());
 
   dp_->policy.store(nullptr);
+}
+
+// Lcores for the control thread and every worker, each on a CPU this process may use, however
+// few there are; explicit -l/-c/--lcores in eal_args win.
+TEST(EalArgv, LcoresCoverEveryWorkerOnAllowedCpus) {
+  cpu_set_t allowed;
+  ASSERT_EQ(0, sched_getaffinity(0, sizeof allowed, &allowed));
+  for (unsigned workers : {1u, 2u, 7u}) {
+    Settings s;
+    s.workers = workers;
+    const std::vector<std::string> a = eal_argv(s);
+    auto at = std::find_if(a.begin(), a.end(), [](const std::string& x) { return x == "-l" || x == "--lcores"; });
+    ASSERT_NE(a.end(), at);
+    ASSERT_NE(a.end(), at + 1);
+    const std::string& v = *(at + 1);
+    if (*at == "-l") {
+      EXPECT_EQ("0-" + std::to_string(workers), v);
+      for (unsigned c = 0; c <= workers; ++c) EXPECT_TRUE(CPU_ISSET(c, &allowed));
+      continue;
+    }
+    // --lcores 0@c0,1@c1,...: lcores 0..workers in order, each on an allowed CPU.
+    std::stringstream in(v);
+    std::string item;
+    unsigned lcore = 0;
+    while (std::getline(in, item, ',')) {
+      const size_t atsign = item.find('@');
+      ASSERT_NE(std::string::npos, atsign) << v;
+      EXPECT_EQ(std::to_string(lcore), item.substr(0, atsign));
+      EXPECT_TRUE(CPU_ISSET(std::stoul(item.substr(atsign + 1)), &allowed)) << v;
+      ++lcore;
+    }
+    EXPECT_EQ(workers + 1, lcore) << v;
+  }
+  Settings s;
+  s.workers = 3;
+  s.eal_args = {"-l", "4-7"};
+  const std::vector<std::string> a = eal_argv(s);
+  EXPECT_EQ(1, std::count(a.begin(), a.end(), "-l"));
+  EXPECT_EQ(0, std::count(a.begin(), a.end(), "--lcores"));
 }
 
 }  // namespace
