@@ -103,7 +103,11 @@ void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
     auto* ip = at<rte_ipv4_hdr>(m);
     uint16_t tl = ip_check(ip, m->data_len);
     if (tl == 0) {
-      drop(m, Drop::ip_malformed);
+      // A datagram the kernel reassembled for an AF_PACKET fanout group arrives cut to the
+      // ring's frame size: say so, rather than "malformed".
+      const bool cut = m->data_len >= kIpLen && (ip->version_ihl >> 4) == 4 &&
+                       rte_be_to_cpu_16(ip->total_length) > m->data_len;
+      drop(m, cut ? Drop::ip_truncated : Drop::ip_malformed);
       continue;
     }
     uint16_t hl = ip_hdr_len(ip);

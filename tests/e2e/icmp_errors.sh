@@ -214,6 +214,7 @@ assert_counter_ge '.workers[0].fragments_out' $((fr0 + 20))
 # Every error matched a connection; the gateway is fine.
 assert_eq "ICMP errors that matched no connection" "$no_conn0" "$(lab_counter .drops.icmp_error_no_conn)"
 assert_eq "IPv4 packets dropped as malformed" 0 "$(lab_counter .drops.ip_malformed)"
+assert_eq "IPv4 packets cut short by the frame size" 0 "$(lab_counter .drops.ip_truncated)"
 assert_eq "fragments whose first fragment was not seen" 0 "$(lab_counter .drops.frag_no_first)"
 assert_ping_clean "the session still works" "$LAB_NS_CL" "$LAN" 20 0.05
 lab_gateway_alive || fail "sluiced is no longer running"

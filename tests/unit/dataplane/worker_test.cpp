@@ -335,6 +335,19 @@ TEST_F(WorkerTest, DropsMalformedAndForeignFrames) {
   EXPECT_EQ(nolisten + 1, drops(Drop::no_listener));
 }
 
+TEST_F(WorkerTest, DatagramCutShortByTheFrameIsCountedAsTruncated) {
+  // What net_af_packet hands over when the kernel reassembled a datagram larger than framesz=.
+  Bytes ip = ipv4(0xC633640A, kGwLan, IPPROTO_UDP, Bytes(3000));
+  ip.resize(1900);
+  const uint64_t cut = drops(Drop::ip_truncated), bad = drops(Drop::ip_malformed);
+  inject(1, eth(port_mac(1), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
+  EXPECT_EQ(cut + 1, drops(Drop::ip_truncated));
+  EXPECT_EQ(bad, drops(Drop::ip_malformed));
+  ip[0] = 0x65;  // not IPv4: malformed
+  inject(1, eth(port_mac(1), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
+  EXPECT_EQ(bad + 1, drops(Drop::ip_malformed));
+}
+
 TEST_F(WorkerTest, PingsTheVirtualAddressThroughTheTunnel) {
   install_peer();
   Bytes inner = ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 56));
