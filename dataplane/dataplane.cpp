@@ -7,11 +7,15 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 
+#include <net/if.h>
 #include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "dataplane/mbuf_meta.h"
 #include "dataplane/worker.h"
@@ -44,6 +48,31 @@ unsigned devarg_uint(const std::string& devargs, const std::string& key) {
   const size_t at = devargs.find(',' + key + '=');
   if (at == std::string::npos) return 0;
   return unsigned(std::strtoul(devargs.c_str() + at + key.size() + 2, nullptr, 10));
+}
+
+// The value of `key=` in a devargs string, up to the next comma ("" when absent).
+std::string devarg_str(const std::string& devargs, const std::string& key) {
+  const size_t at = devargs.find(',' + key + '=');
+  if (at == std::string::npos) return "";
+  const size_t from = at + key.size() + 2;
+  return devargs.substr(from, devargs.find(',', from) - from);
+}
+
+bool is_af_packet(const std::string& devargs) {
+  const std::string n = device_name(devargs);
+  return n.rfind("net_af_packet", 0) == 0 || n.rfind("eth_af_packet", 0) == 0;
+}
+
+// The MTU the kernel has for an interface, or 0.
+unsigned kernel_mtu(const std::string& ifname) {
+  if (ifname.empty() || ifname.size() >= IFNAMSIZ) return 0;
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  ifreq ifr{};
+  memcpy(ifr.ifr_name, ifname.c_str(), ifname.size() + 1);
+  const int rc = ioctl(fd, SIOCGIFMTU, &ifr);
+  close(fd);
+  return rc == 0 && ifr.ifr_mtu > 0 ? unsigned(ifr.ifr_mtu) : 0;
 }
 
 // The CPUs this process may run on, in order (empty if unknown).
@@ -181,8 +210,7 @@ bool Dataplane::init(const Settings& s, std::string* err) {
   // AF_PACKET fanout groups, so a LAN host's 4000-byte datagram arrives whole.
   uint32_t room = s.mbuf_data_room != 0 ? s.mbuf_data_room : RTE_MBUF_DEFAULT_DATAROOM;
   for (const auto& p : s.ports)
-    if (device_name(p.device).rfind("net_af_packet", 0) == 0 || device_name(p.device).rfind("eth_af_packet", 0) == 0)
-      room = std::max<uint32_t>(room, devarg_uint(p.device, "framesz"));
+    if (is_af_packet(p.device)) room = std::max<uint32_t>(room, devarg_uint(p.device, "framesz"));
   if (room + RTE_PKTMBUF_HEADROOM > UINT16_MAX) {
     *err = "mbufs of " + std::to_string(room) + " bytes are too large (framesz= in a port's devargs)";
     return false;
@@ -299,6 +327,16 @@ bool Dataplane::init_port(Port& p, std::string* err) {
   memcpy(p.mac.b, mac.addr_bytes, 6);
   uint16_t mtu = 1500;
   if (rte_eth_dev_get_mtu(p.port_id, &mtu) == 0 && mtu >= 576) p.l3_mtu = mtu;
+  if (is_af_packet(p.cfg.device)) {
+    // net_af_packet reports DPDK's default whatever its interface has: ask the kernel (a LAN
+    // with a smaller MTU gets frag-needed and fragments, not silent loss), within what one ring
+    // frame holds (framesz= less the TPACKET header and Ethernet).
+    const unsigned frame = devarg_uint(p.cfg.device, "framesz");
+    const unsigned frame_l3 = (frame != 0 ? frame : 2048) - 32 - RTE_ETHER_HDR_LEN;
+    const unsigned kmtu = kernel_mtu(devarg_str(p.cfg.device, "iface"));
+    if (kmtu >= 576) p.l3_mtu = uint16_t(std::min(kmtu, 65535u));
+    p.l3_mtu = uint16_t(std::min<unsigned>(p.l3_mtu, frame_l3));
+  }
   return true;
 }
 

@@ -82,7 +82,7 @@ class alignas(64) Worker {
   Counter handoffs;    // packets taken from this worker's handoff ring (other workers, control thread)
   Counter handed_off;  // packets this worker handed to the worker owning their peer or port
   Counter policy_lookups, icmp_errors_sent;
-  Counter fragments_out;  // fragments made for the tunnel MTU
+  Counter fragments_out;  // fragments made for the tunnel MTU or a port's MTU
 
   // This worker's flows (its peers' connections), and where later fragments of a flow go:
   // frags_out/frags_in map to a connection of ours; frags_steer maps fragments of replies

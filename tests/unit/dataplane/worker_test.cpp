@@ -625,6 +625,60 @@ TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
   dp_->policy.store(nullptr);
 }
 
+// A LAN port with a smaller MTU than the tunnel: DF packets get frag-needed from the gateway's
+// virtual address with the port's MTU, the others leave in fragments.
+TEST_F(WorkerTest, LanPortMtuBelowTheTunnelsFragmentsOrAnswersFragNeeded) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, MacAddr{{0x02, 0x1a, 0, 0, 0, 0x0a}}, true, rte_rdtsc(), io);
+  install_peer();
+  const uint16_t saved = dp_->ports[1].l3_mtu;
+  dp_->ports[1].l3_mtu = 1400;
+
+  Bytes big = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 1392));  // 1420 bytes
+  inject(0, tunnel_frame(big, 0));
+  std::vector<Bytes> out;
+  while (auto f = sent(1)) out.push_back(*f);
+  ASSERT_EQ(2u, out.size());
+  EXPECT_EQ(14u + 1396, out[0].size());  // 20 + 1376 (a multiple of 8)
+  EXPECT_EQ(14u + 20 + 1400 - 1376, out[1].size());
+
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(big.data());
+  ip->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  const uint64_t fn = drops(Drop::frag_needed);
+  inject(0, tunnel_frame(big, 1));
+  EXPECT_FALSE(sent(1));
+  EXPECT_EQ(fn + 1, drops(Drop::frag_needed));
+  auto err_frame = sent(0);
+  ASSERT_TRUE(err_frame);
+  uint32_t receiver;
+  uint64_t counter;
+  const Bytes icmp = open_sent(*err_frame, &receiver, &counter);
+  ASSERT_GE(icmp.size(), 28u + 28);
+  auto* eip = reinterpret_cast<const rte_ipv4_hdr*>(icmp.data());
+  EXPECT_EQ(kGwVa, ip_src(eip));
+  EXPECT_EQ(kPeerVa, ip_dst(eip));
+  EXPECT_EQ(3, icmp[20]);
+  EXPECT_EQ(4, icmp[21]);
+  EXPECT_EQ(1400, icmp[26] << 8 | icmp[27]);
+
+  dp_->ports[1].l3_mtu = saved;
+  dp_->policy.store(nullptr);
+}
+
 // Two workers over two-queue ports: peer 0 belongs to worker 0, but its tunnel packets and the
 // LAN's replies arrive on worker 1's queues. Worker 1 hands them over; reply fragments after the
 // first carry no port and follow the first one (frags_steer), in order on the same ring.
