@@ -139,7 +139,10 @@ json Gateway::status() const {
                        {"idle_cycles", w->idle_cycles.get()},
                        {"keepalives_rx", w->keepalives_rx.get()},
                        {"handshakes_to_control", w->handshakes_to_cp.get()},
-                       {"handoffs", w->handoffs.get()}});
+                       {"handoffs", w->handoffs.get()},
+                       {"handed_off", w->handed_off.get()},
+                       {"fragments_out", w->fragments_out.get()},
+                       {"icmp_errors_sent", w->icmp_errors_sent.get()}});
   }
   j["workers"] = workers;
   return j;

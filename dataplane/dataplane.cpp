@@ -7,9 +7,15 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "dataplane/mbuf_meta.h"
 #include "dataplane/worker.h"
@@ -37,6 +43,49 @@ bool is_vdev(const std::string& devargs) {
   return n.rfind("net_", 0) == 0 || n.rfind("eth_", 0) == 0;
 }
 
+// The value of `key=` in a devargs string ("net_af_packet0,iface=x,framesz=4096"), or 0.
+unsigned devarg_uint(const std::string& devargs, const std::string& key) {
+  const size_t at = devargs.find(',' + key + '=');
+  if (at == std::string::npos) return 0;
+  return unsigned(std::strtoul(devargs.c_str() + at + key.size() + 2, nullptr, 10));
+}
+
+// The value of `key=` in a devargs string, up to the next comma ("" when absent).
+std::string devarg_str(const std::string& devargs, const std::string& key) {
+  const size_t at = devargs.find(',' + key + '=');
+  if (at == std::string::npos) return "";
+  const size_t from = at + key.size() + 2;
+  return devargs.substr(from, devargs.find(',', from) - from);
+}
+
+bool is_af_packet(const std::string& devargs) {
+  const std::string n = device_name(devargs);
+  return n.rfind("net_af_packet", 0) == 0 || n.rfind("eth_af_packet", 0) == 0;
+}
+
+// The MTU the kernel has for an interface, or 0.
+unsigned kernel_mtu(const std::string& ifname) {
+  if (ifname.empty() || ifname.size() >= IFNAMSIZ) return 0;
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  ifreq ifr{};
+  memcpy(ifr.ifr_name, ifname.c_str(), ifname.size() + 1);
+  const int rc = ioctl(fd, SIOCGIFMTU, &ifr);
+  close(fd);
+  return rc == 0 && ifr.ifr_mtu > 0 ? unsigned(ifr.ifr_mtu) : 0;
+}
+
+// The CPUs this process may run on, in order (empty if unknown).
+std::vector<unsigned> allowed_cpus() {
+  std::vector<unsigned> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (unsigned c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
 int worker_main(void* arg) { return static_cast<Worker*>(arg)->run(); }
 
 std::string rte_err() { return rte_strerror(rte_errno); }
@@ -46,10 +95,24 @@ std::string rte_err() { return rte_strerror(rte_errno); }
 std::vector<std::string> eal_argv(const Settings& s) {
   std::vector<std::string> a{"sluiced"};
   a.insert(a.end(), s.eal_args.begin(), s.eal_args.end());
-  // The control thread is the main lcore; one lcore per worker after it.
+  // The control thread is the main lcore; one lcore per worker after it, each on its own CPU
+  // of those the process may use. With fewer CPUs than lcores (a small VM, a container's
+  // cpuset), lcores share CPUs round-robin (--lcores 0@0,1@1,2@0): it runs, slower, and
+  // dataplane.idle_sleep_us keeps idle workers from starving the others.
   if (!has_arg(a, {"-l", "-c", "--lcores"})) {
-    a.push_back("-l");
-    a.push_back(s.workers > 0 ? "0-" + std::to_string(s.workers) : "0");
+    const std::vector<unsigned> cpus = allowed_cpus();
+    bool identity = cpus.size() > s.workers;
+    for (unsigned i = 0; identity && i <= s.workers; ++i) identity = cpus[i] == i;
+    if (cpus.empty() || identity) {
+      a.push_back("-l");
+      a.push_back(s.workers > 0 ? "0-" + std::to_string(s.workers) : "0");
+    } else {
+      std::string map;
+      for (unsigned i = 0; i <= s.workers; ++i)
+        map += (i ? "," : "") + std::to_string(i) + "@" + std::to_string(cpus[i % cpus.size()]);
+      a.push_back("--lcores");
+      a.push_back(map);
+    }
   }
   // Without a file prefix several gateways (and tests) on one host would share DPDK's runtime
   // directory. In-memory mode keeps each process to itself; it needs hugepages, so without
@@ -142,7 +205,17 @@ bool Dataplane::init(const Settings& s, std::string* err) {
     nb_mbufs = nports * s.workers * (uint32_t(s.rx_queue_size) + s.tx_queue_size) +
                (s.workers + 1) * (256 + 2 * kMaxBurst) + 4096;
   }
-  pool = rte_pktmbuf_pool_create("sluice_mbufs", nb_mbufs, 256, kMetaPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE,
+  // net_af_packet copies each frame into one mbuf and refuses mbufs smaller than its frames
+  // (framesz=, default 2048). Larger frames matter: the kernel reassembles IP fragments for
+  // AF_PACKET fanout groups, so a LAN host's 4000-byte datagram arrives whole.
+  uint32_t room = s.mbuf_data_room != 0 ? s.mbuf_data_room : RTE_MBUF_DEFAULT_DATAROOM;
+  for (const auto& p : s.ports)
+    if (is_af_packet(p.device)) room = std::max<uint32_t>(room, devarg_uint(p.device, "framesz"));
+  if (room + RTE_PKTMBUF_HEADROOM > UINT16_MAX) {
+    *err = "mbufs of " + std::to_string(room) + " bytes are too large (framesz= in a port's devargs)";
+    return false;
+  }
+  pool = rte_pktmbuf_pool_create("sluice_mbufs", nb_mbufs, 256, kMetaPrivSize, uint16_t(room + RTE_PKTMBUF_HEADROOM),
                                  int(rte_socket_id()));
   if (pool == nullptr) {
     *err = "cannot create a pool of " + std::to_string(nb_mbufs) + " mbufs: " + rte_err() +
@@ -254,6 +327,16 @@ bool Dataplane::init_port(Port& p, std::string* err) {
   memcpy(p.mac.b, mac.addr_bytes, 6);
   uint16_t mtu = 1500;
   if (rte_eth_dev_get_mtu(p.port_id, &mtu) == 0 && mtu >= 576) p.l3_mtu = mtu;
+  if (is_af_packet(p.cfg.device)) {
+    // net_af_packet reports DPDK's default whatever its interface has: ask the kernel (a LAN
+    // with a smaller MTU gets frag-needed and fragments, not silent loss), within what one ring
+    // frame holds (framesz= less the TPACKET header and Ethernet).
+    const unsigned frame = devarg_uint(p.cfg.device, "framesz");
+    const unsigned frame_l3 = (frame != 0 ? frame : 2048) - 32 - RTE_ETHER_HDR_LEN;
+    const unsigned kmtu = kernel_mtu(devarg_str(p.cfg.device, "iface"));
+    if (kmtu >= 576) p.l3_mtu = uint16_t(std::min(kmtu, 65535u));
+    p.l3_mtu = uint16_t(std::min<unsigned>(p.l3_mtu, frame_l3));
+  }
   return true;
 }
 

@@ -49,6 +49,8 @@ struct Settings {
   uint16_t tx_queue_size = 1024;
   uint16_t burst = 32;
   uint32_t mbuf_pool_size = 0;   // 0: computed from queues and workers
+  uint16_t mbuf_data_room = 0;   // bytes per mbuf after the headroom; 0: the DPDK default (2048),
+                                 // or more for net_af_packet ports with a larger framesz=
   unsigned idle_sleep_us = 0;
   crypto::AeadBackend aead = crypto::default_backend();
   uint32_t max_peers = 4096;

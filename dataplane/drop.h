@@ -14,7 +14,8 @@ namespace sluice::dp {
   _(arp_not_for_us, "ARP request for an address that is not ours")                 \
   _(ip_malformed, "bad IPv4 version, header length or total length")              \
   _(ip_bad_checksum, "IPv4 header checksum mismatch")                              \
-  _(ip_fragment, "IPv4 fragment addressed to the gateway itself")                  \
+  _(ip_truncated, "IPv4 packet longer than its frame (net_af_packet: raise framesz=)") \
+  _(ip_fragment, "IPv4 fragment for the tunnel port or of a protocol not translated")  \
   _(ip_not_for_us, "IPv4 to an address the gateway does not serve")                \
   _(ip_ttl_exceeded, "TTL expired on the gateway")                                 \
   _(icmp_unhandled, "ICMP other than echo request to a gateway address")           \

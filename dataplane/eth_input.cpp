@@ -103,7 +103,11 @@ void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
     auto* ip = at<rte_ipv4_hdr>(m);
     uint16_t tl = ip_check(ip, m->data_len);
     if (tl == 0) {
-      drop(m, Drop::ip_malformed);
+      // A datagram the kernel reassembled for an AF_PACKET fanout group arrives cut to the
+      // ring's frame size: say so, rather than "malformed".
+      const bool cut = m->data_len >= kIpLen && (ip->version_ihl >> 4) == 4 &&
+                       rte_be_to_cpu_16(ip->total_length) > m->data_len;
+      drop(m, cut ? Drop::ip_truncated : Drop::ip_malformed);
       continue;
     }
     uint16_t hl = ip_hdr_len(ip);
@@ -122,7 +126,20 @@ void Worker::ip_input(uint16_t port, rte_mbuf** pkts, uint16_t n) {
       continue;
     }
     if (ip_is_fragment(ip)) {
-      drop(m, Drop::ip_fragment);
+      // Fragments of replies to peers' flows continue to NAT, which matches the later ones to
+      // their first. The tunnel port takes none: WireGuard keeps its packets whole.
+      const bool first = (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_OFFSET_MASK)) == 0;
+      const auto* udp = reinterpret_cast<const rte_udp_hdr*>(reinterpret_cast<uint8_t*>(ip) + hl);
+      const bool tunnel = ip->next_proto_id == IPPROTO_UDP && first && tl >= hl + kUdpLen &&
+                          rte_be_to_cpu_16(udp->dst_port) == dp.settings.listen_port &&
+                          rx_port.cfg.role == PortRole::underlay && dst == rx_port.cfg.address;
+      const bool flow = ip->next_proto_id == IPPROTO_UDP || ip->next_proto_id == IPPROTO_TCP ||
+                        ip->next_proto_id == IPPROTO_ICMP;
+      if (tunnel || !flow) {
+        drop(m, Drop::ip_fragment);
+        continue;
+      }
+      nat[n_nat++] = m;
       continue;
     }
 

@@ -12,23 +12,44 @@
 
 namespace sluice::dp {
 
+namespace {
+
+// An ICMP error about `orig` from `from`, in a new mbuf (nullptr when none may or can be sent).
+rte_mbuf* make_icmp_error(rte_mempool* pool, rte_mbuf* orig, uint8_t type, uint8_t code, uint16_t mtu,
+                          uint32_t from) {
+  const uint8_t* pkt = at<uint8_t>(orig);
+  if (!icmp_error_allowed(pkt, orig->data_len)) return nullptr;
+  rte_mbuf* m = rte_pktmbuf_alloc(pool);
+  if (m == nullptr) return nullptr;
+  auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(kIcmpErrorMaxLen)));
+  const uint32_t n = out == nullptr ? 0 : build_icmp_error(out, kIcmpErrorMaxLen, pkt, orig->data_len, type, code, mtu, from);
+  if (n == 0) {
+    rte_pktmbuf_free(m);
+    return nullptr;
+  }
+  rte_pktmbuf_trim(m, uint16_t(kIcmpErrorMaxLen - n));
+  return m;
+}
+
+}  // namespace
+
 // An ICMP error from the gateway's virtual address to the peer that sent `orig`, through the
 // tunnel. The original packet is left to the caller.
 void Worker::icmp_error_to_peer(uint32_t peer, rte_mbuf* orig, uint8_t type, uint8_t code, uint16_t mtu) {
-  const uint8_t* pkt = at<uint8_t>(orig);
-  if (!icmp_error_allowed(pkt, orig->data_len)) return;
-  rte_mbuf* m = rte_pktmbuf_alloc(dp.pool);
+  rte_mbuf* m = make_icmp_error(dp.pool, orig, type, code, mtu, dp.settings.virtual_address);
   if (m == nullptr) return;
-  auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(kIcmpErrorMaxLen)));
-  const uint32_t n = build_icmp_error(out, kIcmpErrorMaxLen, pkt, orig->data_len, type, code, mtu,
-                                      dp.settings.virtual_address);
-  if (n == 0) {
-    rte_pktmbuf_free(m);
-    return;
-  }
-  rte_pktmbuf_trim(m, uint16_t(kIcmpErrorMaxLen - n));
   icmp_errors_sent.add();
   wg_output(peer, &m, 1);
+}
+
+// An ICMP error to the host that sent `orig` (as received: not translated yet), from the address
+// it was sent to, routed by the gateway's own routes.
+void Worker::icmp_error_to_sender(rte_mbuf* orig, uint8_t type, uint8_t code, uint16_t mtu) {
+  rte_mbuf* m = make_icmp_error(dp.pool, orig, type, code, mtu, ip_dst(at<rte_ipv4_hdr>(orig)));
+  if (m == nullptr) return;
+  icmp_errors_sent.add();
+  meta(m)->nexthop = 0;
+  ip_output(&m, 1);
 }
 
 void Worker::forward(rte_mbuf** pkts, uint16_t n) {
@@ -37,13 +58,14 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
     for (uint16_t i = 0; i < n; ++i) drop(pkts[i], Drop::no_route);
     return;
   }
-  const auto gen = uint32_t(pol->generation());
 
   // Parse: the flow key of every packet; fragments after the first follow their first one.
   rte_mbuf* flow_pkt[kMaxBurst];
   FlowKey keys[kMaxBurst];
   uint8_t tcp_flags[kMaxBurst];
   uint16_t nf = 0;
+  rte_mbuf* later[kMaxBurst];
+  uint16_t n_later = 0;
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     uint8_t* p = at<uint8_t>(m);
@@ -51,24 +73,9 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
       case FlowParse::ok:
         flow_pkt[nf++] = m;
         break;
-      case FlowParse::fragment: {
-        uint32_t idx;
-        if (!frags_out.find(frag_key(p), now_tsc, &idx)) {
-          drop(m, Drop::frag_no_first);
-          break;
-        }
-        Conn& c = ct.at(idx);
-        if (c.verdict != Verdict::allow || c.policy_gen != gen || !ip_ttl_decrement(p)) {
-          drop(m, Drop::frag_no_first);
-          break;
-        }
-        snat_out(p, m->data_len, c.snat_addr, c.snat_port);
-        PktMeta* md = meta(m);
-        md->port = c.out_port;
-        md->nexthop = c.next_hop;
-        ip_output(&m, 1);
+      case FlowParse::fragment:
+        later[n_later++] = m;  // after the burst's first fragments made their connections
         break;
-      }
       case FlowParse::icmp_error:
       case FlowParse::unsupported:
         drop(m, Drop::ip_proto_unhandled);
@@ -78,8 +85,32 @@ void Worker::forward(rte_mbuf** pkts, uint16_t n) {
         break;
     }
   }
-  if (nf == 0) return;
+  if (nf > 0) forward_flows(pol, flow_pkt, keys, tcp_flags, nf);
+  for (uint16_t i = 0; i < n_later; ++i) forward_fragment(pol, later[i]);
+}
 
+// A fragment after the first: it follows what its first fragment's connection decided.
+void Worker::forward_fragment(const policy::CompiledPolicy* pol, rte_mbuf* m) {
+  const auto gen = uint32_t(pol->generation());
+  uint8_t* p = at<uint8_t>(m);
+  uint32_t idx;
+  const FragKey fk = frag_key(p);
+  if (!frags_out.find(fk, now_tsc, &idx)) return drop(m, Drop::frag_no_first);
+  Conn& c = ct.at(idx);
+  // The entry may have been reused since the first fragment: it must still be that flow's.
+  if (c.state == ConnState::none || c.src != fk.src || c.dst != fk.dst || c.proto != fk.proto ||
+      c.verdict != Verdict::allow || c.policy_gen != gen || !ip_ttl_decrement(p))
+    return drop(m, Drop::frag_no_first);
+  snat_out(p, m->data_len, c.snat_addr, c.snat_port);
+  PktMeta* md = meta(m);
+  md->port = c.out_port;
+  md->nexthop = c.next_hop;
+  ip_output(&m, 1);
+}
+
+void Worker::forward_flows(const policy::CompiledPolicy* pol, rte_mbuf** flow_pkt, const FlowKey* keys,
+                           const uint8_t* tcp_flags, uint16_t nf) {
+  const auto gen = uint32_t(pol->generation());
   Conn* conns[kMaxBurst];
   ct.lookup_bulk(keys, nf, FlowDir::orig, conns);
 

@@ -1,6 +1,7 @@
 // Stage: IPv4 out. Route lookup (rte_lpm over the ports' connected prefixes and the default
-// route), next-hop resolution through the neighbour table, Ethernet header, TX staging.
-// Unresolved next hops go to the control thread, which holds the packet while it ARPs.
+// route), fragments for the port's MTU, next-hop resolution through the neighbour table,
+// Ethernet header, TX staging. Unresolved next hops go to the control thread, which holds the
+// packet while it ARPs.
 #include "dataplane/dataplane.h"
 #include "dataplane/mbuf_meta.h"
 #include "dataplane/packet.h"
@@ -33,7 +34,19 @@ void Worker::ip_output(rte_mbuf** pkts, uint16_t n) {
     }
     const Port& port = dp.ports[out];
     if (m->data_len > port.l3_mtu) {
-      drop(m, Drop::wg_too_big);
+      // Larger than the port's MTU with DF clear (forward answered DF ones with frag-needed;
+      // tunnel packets leave without DF, as the kernel sends them): in fragments.
+      rte_mbuf* pieces[kMaxBurst];
+      const unsigned nf = fragment(m, port.l3_mtu, pieces, kMaxBurst);
+      if (nf == 0) {
+        drop(m, Drop::wg_too_big);
+        continue;
+      }
+      for (unsigned f = 0; f < nf; ++f) {
+        meta(pieces[f])->port = out;
+        meta(pieces[f])->nexthop = nh;
+        ip_output(&pieces[f], 1);
+      }
       continue;
     }
     const NeighEntry* e = dp.neigh.lookup(out, nh);

@@ -375,4 +375,104 @@ uint32_t build_icmp_error(uint8_t* out, uint32_t cap, const uint8_t* orig, uint3
   return n;
 }
 
+namespace {
+
+// The header of a non-first fragment: the fixed part and the options with the copy flag,
+// padded with end-of-options to a multiple of 4. Returns its length, 0 for malformed options.
+uint32_t later_fragment_header(const uint8_t* pkt, uint8_t* out) {
+  const uint32_t hl = ihl(pkt);
+  memcpy(out, pkt, 20);
+  uint32_t n = 20;
+  for (uint32_t i = 20; i < hl;) {
+    const uint8_t kind = pkt[i];
+    if (kind == 0) break;  // end of options
+    if (kind == 1) {       // NOP: not copied
+      i++;
+      continue;
+    }
+    if (i + 1 >= hl) return 0;
+    const uint8_t olen = pkt[i + 1];
+    if (olen < 2 || i + olen > hl) return 0;
+    if (kind & 0x80) {
+      memcpy(out + n, pkt + i, olen);
+      n += olen;
+    }
+    i += olen;
+  }
+  while (n % 4 != 0) out[n++] = 0;
+  out[0] = uint8_t(0x40 | n / 4);
+  return n;
+}
+
+struct FragPlan {
+  uint32_t hl = 0, hl_later = 0;      // header lengths of the first and the later fragments
+  uint32_t first = 0, later = 0;      // payload bytes per fragment
+  uint32_t payload = 0;
+  unsigned count = 0;
+};
+
+bool plan_fragments(const uint8_t* pkt, uint32_t len, uint16_t mtu, FragPlan* p) {
+  const uint16_t tl = ip_total(pkt, len);
+  if (tl == 0) return false;
+  if (tl <= mtu) {
+    p->count = 1;
+    return true;
+  }
+  if (be16(pkt + 6) & 0x4000) return false;  // DF
+  uint8_t hdr[60];
+  p->hl = ihl(pkt);
+  p->hl_later = later_fragment_header(pkt, hdr);
+  if (p->hl_later == 0 || mtu < p->hl + 8 || mtu < p->hl_later + 8) return false;
+  p->first = (mtu - p->hl) & ~7u;
+  p->later = (mtu - p->hl_later) & ~7u;
+  p->payload = tl - p->hl;
+  p->count = 1 + (p->payload - p->first + p->later - 1) / p->later;
+  return true;
+}
+
+}  // namespace
+
+unsigned ip_fragment_count(const uint8_t* pkt, uint32_t len, uint16_t mtu) {
+  FragPlan p;
+  return plan_fragments(pkt, len, mtu, &p) ? p.count : 0;
+}
+
+uint32_t ip_fragment_build(const uint8_t* pkt, uint32_t len, uint16_t mtu, unsigned i, uint8_t* out,
+                           uint32_t cap) {
+  FragPlan p;
+  if (!plan_fragments(pkt, len, mtu, &p) || i >= p.count) return 0;
+  const uint16_t tl = ip_total(pkt, len);
+  if (p.count == 1) {
+    if (cap < tl) return 0;
+    memcpy(out, pkt, tl);
+    return tl;
+  }
+  const uint32_t start = i == 0 ? 0 : p.first + (i - 1) * p.later;
+  const uint32_t size = std::min(i == 0 ? p.first : p.later, p.payload - start);
+  uint32_t hl;
+  if (i == 0) {
+    hl = p.hl;
+    if (cap < hl + size) return 0;
+    memcpy(out, pkt, hl);
+  } else {
+    uint8_t hdr[60];
+    hl = later_fragment_header(pkt, hdr);
+    if (cap < hl + size) return 0;
+    memcpy(out, hdr, hl);
+  }
+  memcpy(out + hl, pkt + p.hl + start, size);
+  const uint16_t field = be16(pkt + 6);
+  const bool more = i + 1 < p.count || (field & 0x2000) != 0;
+  const uint32_t offset = uint32_t(field & 0x1fff) + start / 8;
+  const uint16_t new_field = uint16_t((more ? 0x2000 : 0) | offset);
+  out[6] = uint8_t(new_field >> 8);
+  out[7] = uint8_t(new_field);
+  const uint32_t n = hl + size;
+  out[2] = uint8_t(n >> 8);
+  out[3] = uint8_t(n);
+  st16(out + kIpCsum, 0);
+  st16(out + kIpCsum, uint16_t(~rte_raw_cksum(out, hl)));
+  return n;
+}
+
 }  // namespace sluice::dp

@@ -107,6 +107,19 @@ inline uint32_t build_time_exceeded(uint8_t* out, uint32_t cap, const uint8_t* o
   return build_icmp_error(out, cap, orig, orig_len, 11, 0, 0, from);
 }
 
+// IPv4 fragmentation (RFC 791) of a packet with DF clear for a smaller MTU, for the tunnel
+// (the LAN's reassembled or 1500-byte datagrams towards a peer behind a 1420-byte tunnel).
+// Every fragment but the last carries a multiple of 8 payload bytes; the first keeps all of the
+// header's options, the others only those with the copy flag. A packet that is itself a
+// fragment is split further: offsets add up and the last piece keeps its MF.
+//
+// ip_fragment_count: how many fragments of at most `mtu` bytes the packet becomes (1 when it
+// fits as it is), 0 when it cannot be split (DF set, malformed, mtu too small).
+unsigned ip_fragment_count(const uint8_t* pkt, uint32_t len, uint16_t mtu);
+// Writes fragment `i` (0-based, < ip_fragment_count) into out; returns its length, 0 on error.
+uint32_t ip_fragment_build(const uint8_t* pkt, uint32_t len, uint16_t mtu, unsigned i, uint8_t* out,
+                           uint32_t cap);
+
 // Beyond packet.h's csum_update16/32: an RFC 1624 update for n bytes changed at any offset,
 // odd ones included (an MSS option after a lone NOP). `base` is where the checksummed region
 // starts; bytes [off, off+n) changed from old_bytes to their present value.

@@ -40,7 +40,7 @@ bool peer_gone(const PeerTable& peers, const Conn& c) {
 
 }  // namespace
 
-void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
+void Worker::nat_input(rte_mbuf** pkts, uint16_t n, bool handed) {
   const policy::CompiledPolicy* pol = dp.policy.load(std::memory_order_acquire);
   const unsigned n_workers = dp.settings.workers;
   for (uint16_t i = 0; i < n; ++i) {
@@ -62,22 +62,36 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
         is_error = true;
         break;
       case FlowParse::fragment: {
+        // A fragment after the first: its first fragment made the decision, on this worker
+        // (frags_in) or on the owner this worker handed it to (frags_steer). There is no
+        // reassembly: a fragment that overtook its first one is dropped.
+        const FragKey fk = frag_key(p);
         uint32_t idx;
-        if (!frags_in.find(frag_key(p), now_tsc, &idx)) {
-          drop(m, Drop::frag_no_first);
+        if (frags_in.find(fk, now_tsc, &idx)) {
+          Conn& c = ct.at(idx);
+          if (c.state == ConnState::none || c.dst != fk.src || c.snat_addr != fk.dst || c.proto != fk.proto) {
+            drop(m, Drop::frag_no_first);
+            continue;
+          }
+          if (peer_gone(dp.peers, c)) {
+            drop(m, Drop::peer_removed);
+            continue;
+          }
+          if (!still_allowed(pol, c, dp.rule_hits, index) || !ip_ttl_decrement(p)) {
+            drop(m, Drop::frag_no_first);
+            continue;
+          }
+          unsnat_in(p, m->data_len, c.src, c.sport);
+          wg_output(c.peer, &m, 1);
           continue;
         }
-        Conn& c = ct.at(idx);
-        if (peer_gone(dp.peers, c)) {
-          drop(m, Drop::peer_removed);
+        uint32_t owner;
+        if (!handed && frags_steer.find(fk, now_tsc, &owner) && owner != index && owner < n_workers) {
+          meta(m)->stage = Stage::nat_input;
+          hand_off(owner, m);
           continue;
         }
-        if (!still_allowed(pol, c, dp.rule_hits, index) || !ip_ttl_decrement(p)) {
-          drop(m, Drop::frag_no_first);
-          continue;
-        }
-        unsnat_in(p, m->data_len, c.src, c.sport);
-        wg_output(c.peer, &m, 1);
+        drop(m, Drop::frag_no_first);
         continue;
       }
       case FlowParse::unsupported:
@@ -94,8 +108,10 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
       continue;
     }
     if (owner != index) {
+      // Later fragments carry no port: remember where their first one went.
+      if (!is_error && is_first_fragment(p)) frags_steer.remember(frag_key(p), owner, now_tsc);
       meta(m)->stage = Stage::nat_input;
-      if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) drop(m, Drop::handoff_queue_full);
+      hand_off(owner, m);
       continue;
     }
     Conn* c = ct.lookup(key, FlowDir::reply);
@@ -119,6 +135,13 @@ void Worker::nat_input(rte_mbuf** pkts, uint16_t n) {
         continue;
       }
       wg_output(c->peer, &m, 1);
+      continue;
+    }
+    // Larger than the tunnel with DF set: the sender learns the path MTU (RFC 1191). Without
+    // DF, wg_output fragments it.
+    if (needs_frag(p, dp.settings.mtu)) {
+      icmp_error_to_sender(m, 3, 4, dp.settings.mtu);
+      drop(m, Drop::frag_needed);
       continue;
     }
     if (!ct.track(*c, FlowDir::reply, flags, now_tsc)) {

@@ -78,7 +78,7 @@ void Worker::wg_input(rte_mbuf** pkts, uint16_t n) {
     const unsigned owner = ps.owner.load(std::memory_order_relaxed);
     if (owner != index) {
       meta(m)->stage = Stage::wg_input;
-      if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) drop(m, Drop::handoff_queue_full);
+      hand_off(owner, m);
       continue;
     }
     if (now_tsc - kp->birth_tsc >= reject_after) {

@@ -2,8 +2,11 @@
 // (header in the headroom, padding and tag in the tailroom), and wraps it in UDP/IPv4 to the
 // peer's endpoint. Packets with no usable keypair wait on the control thread, which starts
 // a handshake, as WireGuard stages them.
+#include <algorithm>
+
 #include "dataplane/dataplane.h"
 #include "dataplane/mbuf_meta.h"
+#include "dataplane/nat.h"
 #include "dataplane/packet.h"
 #include "dataplane/wg/transport.h"
 #include "dataplane/worker.h"
@@ -22,6 +25,26 @@ Keypair* sending_keypair(PeerSlot& slot) {
 }
 
 }  // namespace
+
+unsigned Worker::fragment(rte_mbuf* m, uint16_t mtu, rte_mbuf** out, unsigned max) {
+  const uint8_t* pkt = at<uint8_t>(m);
+  const unsigned n = ip_fragment_count(pkt, m->data_len, mtu);
+  if (n < 2 || n > max) return 0;
+  if (rte_pktmbuf_alloc_bulk(dp.pool, out, n) != 0) return 0;
+  for (unsigned i = 0; i < n; ++i) {
+    const uint16_t room = uint16_t(std::min<uint32_t>(rte_pktmbuf_tailroom(out[i]), mtu));
+    auto* buf = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(out[i], room));
+    const uint32_t len = buf == nullptr ? 0 : ip_fragment_build(pkt, m->data_len, mtu, i, buf, room);
+    if (len == 0) {
+      for (unsigned j = 0; j < n; ++j) rte_pktmbuf_free(out[j]);
+      return 0;
+    }
+    rte_pktmbuf_trim(out[i], uint16_t(room - len));
+  }
+  fragments_out.add(n);
+  rte_pktmbuf_free(m);
+  return n;
+}
 
 void Worker::wg_output(uint32_t peer, rte_mbuf** pkts, uint16_t n) {
   PeerSlot& slot = dp.peers.slot(peer);
@@ -43,12 +66,20 @@ void Worker::wg_output(uint32_t peer, rte_mbuf** pkts, uint16_t n) {
       PktMeta* md = meta(m);
       md->stage = Stage::wg_output;
       md->peer = peer;
-      if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) drop(m, Drop::handoff_queue_full);
+      hand_off(owner, m);
       continue;
     }
     const uint16_t len = uint16_t(m->data_len);
     if (len > mtu) {
-      drop(m, Drop::wg_too_big);
+      // A datagram from the LAN larger than the tunnel (DF clear; nat_input answered DF ones):
+      // fragments of it, each sealed on its own, as a router in the path would.
+      rte_mbuf* frags[kMaxBurst];
+      const unsigned nfrag = fragment(m, mtu, frags, kMaxBurst);
+      if (nfrag == 0) {
+        drop(m, Drop::wg_too_big);
+        continue;
+      }
+      wg_output(peer, frags, uint16_t(nfrag));
       continue;
     }
     Keypair* kp = sending_keypair(slot);

@@ -22,7 +22,8 @@ bool Worker::init(std::string* err) {
     return false;
   }
   // Fragments of one datagram arrive within milliseconds; 2 s bounds what a lost one pins.
-  if (!frags_out.init(4096, 2 * dp.tsc_hz) || !frags_in.init(4096, 2 * dp.tsc_hz)) {
+  if (!frags_out.init(4096, 2 * dp.tsc_hz) || !frags_in.init(4096, 2 * dp.tsc_hz) ||
+      !frags_steer.init(4096, 2 * dp.tsc_hz)) {
     *err = "cannot allocate fragment trackers";
     return false;
   }
@@ -39,6 +40,15 @@ void Worker::event(const CpEvent& e) {
   CpEvent copy = e;  // the ring API takes a non-const pointer
   if (rte_ring_mp_enqueue_elem(dp.to_cp_events, &copy, sizeof copy) != 0)
     drops[static_cast<unsigned>(Drop::control_queue_full)].add();
+}
+
+bool Worker::hand_off(unsigned owner, rte_mbuf* m) {
+  if (rte_ring_mp_enqueue(dp.handoff[owner], m) != 0) {
+    drop(m, Drop::handoff_queue_full);
+    return false;
+  }
+  handed_off.add();
+  return true;
 }
 
 void Worker::tx_stage(uint16_t port, rte_mbuf* m) {
@@ -86,7 +96,7 @@ unsigned Worker::poll_once() {
         case Stage::wg_input: wg_input(&m, 1); break;
         case Stage::wg_output: wg_output(md->peer, &m, 1); break;
         case Stage::tx: tx_stage(md->port, m); break;
-        case Stage::nat_input: nat_input(&m, 1); break;
+        case Stage::nat_input: nat_input(&m, 1, true); break;
       }
     }
   }

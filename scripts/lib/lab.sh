@@ -450,6 +450,8 @@ lab_free_port() { # NS
 # peers from lab_peer and LAB_EXTRA_YAML (top-level sections such as subnets or policies) appended.
 # control.watch_config is LAB_WATCH_CONFIG (default false: tests that edit the file reload it
 # themselves, and a second reload by the watch would race their generation checks).
+# LAB_WORKERS (default 1), LAB_IDLE_SLEEP_US (50) and LAB_DEVARGS (appended to both ports'
+# devargs, e.g. ",qpairs=2" or ",framesz=8192,blocksz=8192") shape the dataplane section.
 lab_write_config() {
   [[ -f $LAB_DIR/gateway.key ]] || lab_keygen gateway
   mkdir -p "$LAB_DIR/state"
@@ -473,17 +475,17 @@ ${LAB_GATEWAY_EXTRA:+$LAB_GATEWAY_EXTRA
 }
 dataplane:
   eal_args: [$eal]
-  workers: 1
-  idle_sleep_us: 50
+  workers: ${LAB_WORKERS:-1}
+  idle_sleep_us: ${LAB_IDLE_SLEEP_US:-50}
   ports:
     - name: wan
       role: underlay
-      device: "net_af_packet0,iface=$LAB_IF_GW_WAN"
+      device: "net_af_packet0,iface=$LAB_IF_GW_WAN${LAB_DEVARGS:-}"
       address: $LAB_GW_WAN_ADDR/24
 ${LAB_WAN_GATEWAY:+      gateway: $LAB_WAN_GATEWAY
 }    - name: lan
       role: lan
-      device: "net_af_packet1,iface=$LAB_IF_GW_LAN"
+      device: "net_af_packet1,iface=$LAB_IF_GW_LAN${LAB_DEVARGS:-}"
       address: $LAB_GW_LAN_ADDR/24
 
 EOF

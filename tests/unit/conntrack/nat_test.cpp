@@ -2,6 +2,7 @@
 // MSS clamping, fragments, ICMP errors (translating a LAN router's, building our own).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "dataplane/nat.h"
@@ -570,6 +571,153 @@ TEST(Nat, NoIcmpErrorsAboutErrorsFragmentsOrBroadcast) {
   m.src = 0;
   Bytes zero = build(m);
   EXPECT_FALSE(icmp_error_allowed(zero.data(), uint32_t(zero.size())));
+}
+
+// Splits with ip_fragment_build; every fragment is checked (size, header checksum, id, flags)
+// and its payload placed at its offset, so the caller can compare with the original.
+struct Pieces {
+  std::vector<Bytes> frags;
+  Bytes payload;  // reassembled, from offset `base`
+  bool last_mf = false;
+};
+Pieces split(const Bytes& pkt, uint16_t mtu, uint32_t base = 0) {
+  Pieces r;
+  const unsigned n = ip_fragment_count(pkt.data(), uint32_t(pkt.size()), mtu);
+  for (unsigned i = 0; i < n; i++) {
+    Bytes out(2048);
+    const uint32_t len = ip_fragment_build(pkt.data(), uint32_t(pkt.size()), mtu, i, out.data(), uint32_t(out.size()));
+    EXPECT_GT(len, 0u);
+    out.resize(len);
+    EXPECT_LE(out.size(), mtu);
+    EXPECT_TRUE(test::ip_csum_ok(out));
+    EXPECT_EQ(get16(out, 2), out.size());
+    EXPECT_EQ(get16(out, 4), get16(pkt, 4));  // same id
+    EXPECT_EQ(get32(out, 12), get32(pkt, 12));
+    EXPECT_EQ(get32(out, 16), get32(pkt, 16));
+    const uint16_t field = get16(out, 6);
+    EXPECT_EQ(field & 0x4000, 0);
+    const bool mf = (field & 0x2000) != 0;
+    if (i + 1 < n) {
+      EXPECT_TRUE(mf);
+      EXPECT_EQ((out.size() - test::ihl(out)) % 8, 0u);
+    }
+    const size_t off = size_t(field & 0x1fff) * 8 - base;
+    const size_t hl = test::ihl(out);
+    if (r.payload.size() < off + out.size() - hl) r.payload.resize(off + out.size() - hl);
+    std::copy(out.begin() + long(hl), out.end(), r.payload.begin() + long(off));
+    r.last_mf = mf;
+    r.frags.push_back(out);
+  }
+  return r;
+}
+
+TEST(Nat, FragmentsABigEchoReplyForTheTunnel) {
+  PacketSpec s;
+  s.proto = 1;
+  s.icmp_type = 0;
+  std::mt19937_64 rng(7);
+  s.payload = test::random_bytes(rng, 3000);
+  const Bytes whole = build(s);  // 3028 bytes, as a LAN host answers `ping -s 3000`
+  ASSERT_EQ(whole.size(), 3028u);
+  EXPECT_EQ(ip_fragment_count(whole.data(), uint32_t(whole.size()), 1420), 3u);
+  const Pieces p = split(whole, 1420);
+  ASSERT_EQ(p.frags.size(), 3u);
+  EXPECT_EQ(p.frags[0].size(), 1420u);
+  EXPECT_EQ(p.frags[1].size(), 1420u);
+  EXPECT_EQ(p.frags[2].size(), 20u + 3008 - 2 * 1400);
+  EXPECT_FALSE(p.last_mf);
+  EXPECT_TRUE(std::equal(p.payload.begin(), p.payload.end(), whole.begin() + 20, whole.end()));
+  EXPECT_EQ(p.payload.size(), whole.size() - 20);
+  // The first fragment is a first fragment of the same flow; the others are fragments.
+  FlowKey k;
+  uint8_t fl;
+  EXPECT_EQ(parse_flow(p.frags[0].data(), uint32_t(p.frags[0].size()), &k, &fl), FlowParse::ok);
+  EXPECT_TRUE(is_first_fragment(p.frags[0].data()));
+  EXPECT_EQ(parse_flow(p.frags[1].data(), uint32_t(p.frags[1].size()), &k, &fl), FlowParse::fragment);
+}
+
+TEST(Nat, FragmentingRefusesDfAndKeepsWhatFits) {
+  PacketSpec s;
+  s.payload = Bytes(2000, 0xab);
+  Bytes df = build(s);
+  test::put16(df, 6, 0x4000);
+  test::fix_checksums(df);
+  EXPECT_EQ(ip_fragment_count(df.data(), uint32_t(df.size()), 1420), 0u);
+  Bytes out(2048);
+  EXPECT_EQ(ip_fragment_build(df.data(), uint32_t(df.size()), 1420, 0, out.data(), 2048), 0u);
+  // It fits: one piece, the packet as it is (DF or not).
+  EXPECT_EQ(ip_fragment_count(df.data(), uint32_t(df.size()), 2100), 1u);
+  EXPECT_EQ(ip_fragment_build(df.data(), uint32_t(df.size()), 2100, 0, out.data(), 2048), df.size());
+  EXPECT_TRUE(std::equal(df.begin(), df.end(), out.begin()));
+  // Too small an MTU, a truncated buffer, a bad header, no room.
+  Bytes ok = build(s);
+  EXPECT_EQ(ip_fragment_count(ok.data(), uint32_t(ok.size()), 24), 0u);
+  EXPECT_EQ(ip_fragment_count(ok.data(), 100, 1420), 0u);
+  EXPECT_EQ(ip_fragment_build(ok.data(), uint32_t(ok.size()), 1420, 0, out.data(), 100), 0u);
+  EXPECT_EQ(ip_fragment_build(ok.data(), uint32_t(ok.size()), 1420, 2, out.data(), 2048), 0u);
+}
+
+TEST(Nat, LaterFragmentsKeepOnlyCopiedOptions) {
+  PacketSpec s;
+  s.ip_options = 12;
+  s.payload = Bytes(1500, 0x5a);
+  Bytes b = build(s);
+  // Router alert (copied, 4 bytes), then a 7-byte option without the copy flag, then EOL.
+  const uint8_t opts[12] = {0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0, 0};
+  std::copy(opts, opts + 12, b.begin() + 20);
+  test::fix_checksums(b);
+  const Pieces p = split(b, 1000);
+  ASSERT_EQ(p.frags.size(), 2u);
+  EXPECT_EQ(test::ihl(p.frags[0]), 32u);
+  EXPECT_TRUE(std::equal(opts, opts + 12, p.frags[0].begin() + 20));
+  ASSERT_EQ(test::ihl(p.frags[1]), 24u);
+  EXPECT_EQ(p.frags[1][20], 0x94);
+  EXPECT_EQ(p.frags[1][21], 4);
+  EXPECT_TRUE(std::equal(p.payload.begin(), p.payload.end(), b.begin() + 32, b.end()));
+  // Malformed options: not split.
+  b[25] = 40;
+  test::fix_checksums(b);
+  EXPECT_EQ(ip_fragment_count(b.data(), uint32_t(b.size()), 1000), 0u);
+}
+
+TEST(Nat, RefragmentingAFragmentAddsOffsetsAndKeepsMf) {
+  // A 1500-byte middle fragment (offset 1480, MF) of a bigger datagram, split for the tunnel.
+  PacketSpec s;
+  s.proto = 17;
+  s.payload = Bytes(1472, 0);
+  Bytes frag = build(s);
+  for (size_t i = 20; i < frag.size(); i++) frag[i] = uint8_t(i * 7);
+  test::put16(frag, 6, 0x2000 | 1480 / 8);
+  test::put16(frag, 10, 0);
+  test::put16(frag, 10, test::csum(frag.data(), 20));
+  const Pieces p = split(frag, 1420, 1480);
+  ASSERT_EQ(p.frags.size(), 2u);
+  EXPECT_EQ(get16(p.frags[0], 6), 0x2000 | 1480 / 8);
+  EXPECT_EQ(get16(p.frags[1], 6), 0x2000 | (1480 + 1400) / 8);
+  EXPECT_TRUE(p.last_mf);
+  EXPECT_TRUE(std::equal(p.payload.begin(), p.payload.end(), frag.begin() + 20, frag.end()));
+}
+
+TEST(Nat, FragmentingRandomPacketsReassemblesToTheOriginal) {
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 500; i++) {
+    PacketSpec s = random_spec(rng);
+    s.payload = test::random_bytes(rng, rng() % 1900);
+    const Bytes b = build(s);
+    const uint16_t mtu = uint16_t(68 + rng() % 1500);
+    const unsigned n = ip_fragment_count(b.data(), uint32_t(b.size()), mtu);
+    if (b.size() <= mtu) {
+      EXPECT_EQ(n, 1u);
+      continue;
+    }
+    ASSERT_GE(n, 2u) << "size " << b.size() << " mtu " << mtu;
+    const Pieces p = split(b, mtu);
+    ASSERT_EQ(p.frags.size(), n);
+    const size_t hl = test::ihl(b);
+    ASSERT_EQ(p.payload.size(), b.size() - hl);
+    EXPECT_TRUE(std::equal(p.payload.begin(), p.payload.end(), b.begin() + long(hl), b.end()));
+    EXPECT_FALSE(p.last_mf);
+  }
 }
 
 }  // namespace

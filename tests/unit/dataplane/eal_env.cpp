@@ -14,7 +14,8 @@ namespace sluice::test {
 
 void ensure_eal() {
   dp::Settings s;
-  s.eal_args = {"--no-huge", "-m", "256", "--no-pci", "-l", "0-1", "--log-level=lib.eal:error",
+  s.workers = 2;  // three lcores for the two-worker tests; eal_argv maps them onto the CPUs there are
+  s.eal_args = {"--no-huge", "-m", "256", "--no-pci", "--log-level=lib.eal:error",
                 "--file-prefix=sluice-unit-" + std::to_string(getpid()), "--no-shconf"};
   std::string err;
   if (!dp::eal_init(s, &err)) throw std::runtime_error(err);

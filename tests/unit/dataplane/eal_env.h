@@ -8,8 +8,8 @@
 
 namespace sluice::test {
 
-// Initialises the EAL on first use (lcores 0-1: the test thread plays the control thread and
-// calls a worker's poll_once() itself).
+// Initialises the EAL on first use (lcores 0-2: the test thread plays the control thread and
+// calls the workers' poll_once() itself).
 void ensure_eal();
 
 // A small pool for tests that need mbufs without a Dataplane.

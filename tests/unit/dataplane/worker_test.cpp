@@ -6,17 +6,23 @@
 #include <rte_cycles.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
+#include <sched.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
+#include <sstream>
 
+#include "controlplane/policy/compiled.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/mbuf_meta.h"
+#include "dataplane/nat.h"
 #include "dataplane/packet.h"
 #include "dataplane/wg/transport.h"
 #include "dataplane/worker.h"
 #include "tests/unit/dataplane/eal_env.h"
+#include "tests/unit/policy/builder.h"
 
 namespace sluice::dp {
 namespace {
@@ -136,6 +142,7 @@ class WorkerTest : public ::testing::Test {
     s.rx_queue_size = 256;
     s.tx_queue_size = 256;
     s.mbuf_pool_size = 2047;
+    s.mbuf_data_room = 4096;  // room for a reassembled 3000-byte datagram
     s.max_peers = 16;
     s.aead = crypto::AeadBackend::openssl;
     s.ports = {{"wan", PortRole::underlay, port_name_[0], kGwWan, 24, 0},
@@ -171,7 +178,7 @@ class WorkerTest : public ::testing::Test {
   static void drain_all() {
     void* m;
     for (auto* r : {tx_[0], tx_[1], rx_[0], rx_[1], dp_->to_cp_packets})
-      while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+      while (r != nullptr && rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
     CpEvent e;
     while (rte_ring_dequeue_elem(dp_->to_cp_events, &e, sizeof e) == 0) {
     }
@@ -328,6 +335,19 @@ TEST_F(WorkerTest, DropsMalformedAndForeignFrames) {
   EXPECT_EQ(nolisten + 1, drops(Drop::no_listener));
 }
 
+TEST_F(WorkerTest, DatagramCutShortByTheFrameIsCountedAsTruncated) {
+  // What net_af_packet hands over when the kernel reassembled a datagram larger than framesz=.
+  Bytes ip = ipv4(0xC633640A, kGwLan, IPPROTO_UDP, Bytes(3000));
+  ip.resize(1900);
+  const uint64_t cut = drops(Drop::ip_truncated), bad = drops(Drop::ip_malformed);
+  inject(1, eth(port_mac(1), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
+  EXPECT_EQ(cut + 1, drops(Drop::ip_truncated));
+  EXPECT_EQ(bad, drops(Drop::ip_malformed));
+  ip[0] = 0x65;  // not IPv4: malformed
+  inject(1, eth(port_mac(1), kClientMac, RTE_ETHER_TYPE_IPV4, ip));
+  EXPECT_EQ(bad + 1, drops(Drop::ip_malformed));
+}
+
 TEST_F(WorkerTest, PingsTheVirtualAddressThroughTheTunnel) {
   install_peer();
   Bytes inner = ipv4(kPeerVa, kGwVa, IPPROTO_ICMP, icmp_echo(9, 1, 56));
@@ -478,6 +498,397 @@ TEST_F(WorkerTest, RemovedPeerPacketsAreDroppedAndCounted) {
   EXPECT_FALSE(sent(0));
   EXPECT_EQ(removed0 + 2, drops(Drop::peer_removed));
   s.active.store(true);
+}
+
+TEST_F(WorkerTest, LargeDatagramsToAPeerAreFragmentedForTheTunnel) {
+  install_peer();
+  // A LAN host's 3000-byte echo reply as the kernel reassembled it for AF_PACKET, after NAT.
+  Bytes reply = icmp_echo(9, 1, 3000);
+  reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  reply[2] = reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(reply.data(), reply.size()));
+  memcpy(&reply[2], &c, 2);
+  const Bytes whole = ipv4(0xC633640A, kPeerVa, IPPROTO_ICMP, reply);
+  uint64_t frags0 = worker().fragments_out.get();
+  worker().now_tsc = rte_rdtsc();  // as poll_once would: the keypair is fresh
+  rte_mbuf* m = test::mbuf_from(dp_->pool, whole);
+  worker().wg_output(0, &m, 1);
+  worker().tx_flush();
+  Bytes payload;
+  unsigned n = 0;
+  bool more = true;
+  while (auto out = sent(0)) {
+    uint32_t receiver = 0;
+    uint64_t counter = 0;
+    Bytes inner = open_sent(*out, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    const uint16_t tl = rte_be_to_cpu_16(ip->total_length);
+    EXPECT_LE(tl, 1420);
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const uint16_t field = rte_be_to_cpu_16(ip->fragment_offset);
+    EXPECT_EQ(size_t(field & 0x1fff) * 8, payload.size());
+    more = (field & 0x2000) != 0;
+    payload.insert(payload.end(), inner.begin() + 20, inner.begin() + tl);
+    ++n;
+  }
+  EXPECT_EQ(3u, n);
+  EXPECT_FALSE(more);
+  EXPECT_EQ(Bytes(whole.begin() + 20, whole.end()), payload);
+  EXPECT_EQ(frags0 + 3, worker().fragments_out.get());
+
+  // With DF set it cannot be split (nat_input answers those with frag needed): dropped.
+  Bytes df = whole;
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(df.data());
+  ip->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  const uint64_t too_big = drops(Drop::wg_too_big);
+  m = test::mbuf_from(dp_->pool, df);
+  worker().wg_output(0, &m, 1);
+  worker().tx_flush();
+  EXPECT_FALSE(sent(0));
+  EXPECT_EQ(too_big + 1, drops(Drop::wg_too_big));
+}
+
+// Fragments both ways through SNAT: a peer's 3000-byte ping arrives as three tunnel messages
+// in one burst (the later fragments follow the first one's connection), the LAN host's reply
+// comes back in 1500-byte fragments that are matched to the connection by their first one and
+// re-fragmented for the tunnel; reassembled, each side sees the other's datagram.
+TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  install_peer();
+  const uint64_t no_first = drops(Drop::frag_no_first);
+
+  // Peer -> LAN: three fragments, one burst.
+  const Bytes request = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 3000));
+  const unsigned n_req = ip_fragment_count(request.data(), uint32_t(request.size()), 1420);
+  ASSERT_EQ(3u, n_req);
+  for (unsigned i = 0; i < n_req; ++i) {
+    Bytes frag(1420);
+    frag.resize(ip_fragment_build(request.data(), uint32_t(request.size()), 1420, i, frag.data(), 1420));
+    ASSERT_EQ(0, rte_ring_enqueue(rx_[0], test::mbuf_from(dp_->pool, tunnel_frame(frag, i))));
+  }
+  worker().poll_once();
+  Bytes out_payload(request.size() - 20);
+  uint16_t snat_id = 0;
+  unsigned n_out = 0;
+  while (auto f = sent(1)) {
+    ++n_out;
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(f->data() + 14);
+    EXPECT_EQ(kGwLan, ip_src(ip));
+    EXPECT_EQ(kLanHost, ip_dst(ip));
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    const size_t len = rte_be_to_cpu_16(ip->total_length) - 20u;
+    ASSERT_LE(off + len, out_payload.size());
+    memcpy(out_payload.data() + off, f->data() + 34, len);
+    if (off == 0) snat_id = uint16_t(f->data()[38] << 8 | f->data()[39]);
+  }
+  ASSERT_EQ(3u, n_out);
+  EXPECT_EQ(no_first, drops(Drop::frag_no_first));
+  EXPECT_TRUE(icmp_checksum_ok(out_payload.data(), out_payload.size()));  // SNAT kept it whole
+  EXPECT_TRUE(std::equal(out_payload.begin() + 8, out_payload.end(), request.begin() + 28));
+
+  // LAN -> peer: the reply to the SNAT address, in 1500-byte fragments, one burst.
+  Bytes echo_reply = out_payload;
+  echo_reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  echo_reply[2] = echo_reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(echo_reply.data(), echo_reply.size()));
+  memcpy(&echo_reply[2], &c, 2);
+  const Bytes reply = ipv4(kLanHost, kGwLan, IPPROTO_ICMP, echo_reply);
+  const unsigned n_rep = ip_fragment_count(reply.data(), uint32_t(reply.size()), 1500);
+  ASSERT_EQ(3u, n_rep);
+  for (unsigned i = 0; i < n_rep; ++i) {
+    Bytes frag(1500);
+    frag.resize(ip_fragment_build(reply.data(), uint32_t(reply.size()), 1500, i, frag.data(), 1500));
+    ASSERT_EQ(0, rte_ring_enqueue(rx_[1], test::mbuf_from(dp_->pool, eth(port_mac(1), lan_mac, RTE_ETHER_TYPE_IPV4, frag))));
+  }
+  worker().poll_once();
+  Bytes in_payload(reply.size() - 20);
+  unsigned n_in = 0;
+  while (auto f = sent(0)) {
+    ++n_in;
+    uint32_t receiver;
+    uint64_t counter;
+    const Bytes inner = open_sent(*f, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    EXPECT_EQ(kLanHost, ip_src(ip));
+    EXPECT_EQ(kPeerVa, ip_dst(ip));
+    EXPECT_EQ(0xffff, rte_raw_cksum(ip, 20));
+    const size_t tl = rte_be_to_cpu_16(ip->total_length);
+    EXPECT_LE(tl, 1420u);
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    ASSERT_LE(off + tl - 20, in_payload.size());
+    memcpy(in_payload.data() + off, inner.data() + 20, tl - 20);
+  }
+  EXPECT_EQ(5u, n_in);  // 1500 + 1500 + 68 -> 2 + 2 + 1 for the tunnel's 1420
+  EXPECT_EQ(no_first, drops(Drop::frag_no_first));
+  EXPECT_EQ(9, in_payload[4] << 8 | in_payload[5]);  // the peer's echo identifier again
+  EXPECT_TRUE(icmp_checksum_ok(in_payload.data(), in_payload.size()));
+  EXPECT_TRUE(std::equal(in_payload.begin() + 8, in_payload.end(), request.begin() + 28));
+  EXPECT_NE(0, snat_id);
+
+  dp_->policy.store(nullptr);
+}
+
+// A LAN port with a smaller MTU than the tunnel: DF packets get frag-needed from the gateway's
+// virtual address with the port's MTU, the others leave in fragments.
+TEST_F(WorkerTest, LanPortMtuBelowTheTunnelsFragmentsOrAnswersFragNeeded) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, MacAddr{{0x02, 0x1a, 0, 0, 0, 0x0a}}, true, rte_rdtsc(), io);
+  install_peer();
+  const uint16_t saved = dp_->ports[1].l3_mtu;
+  dp_->ports[1].l3_mtu = 1400;
+
+  Bytes big = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 1392));  // 1420 bytes
+  inject(0, tunnel_frame(big, 0));
+  std::vector<Bytes> out;
+  while (auto f = sent(1)) out.push_back(*f);
+  ASSERT_EQ(2u, out.size());
+  EXPECT_EQ(14u + 1396, out[0].size());  // 20 + 1376 (a multiple of 8)
+  EXPECT_EQ(14u + 20 + 1400 - 1376, out[1].size());
+
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(big.data());
+  ip->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  const uint64_t fn = drops(Drop::frag_needed);
+  inject(0, tunnel_frame(big, 1));
+  EXPECT_FALSE(sent(1));
+  EXPECT_EQ(fn + 1, drops(Drop::frag_needed));
+  auto err_frame = sent(0);
+  ASSERT_TRUE(err_frame);
+  uint32_t receiver;
+  uint64_t counter;
+  const Bytes icmp = open_sent(*err_frame, &receiver, &counter);
+  ASSERT_GE(icmp.size(), 28u + 28);
+  auto* eip = reinterpret_cast<const rte_ipv4_hdr*>(icmp.data());
+  EXPECT_EQ(kGwVa, ip_src(eip));
+  EXPECT_EQ(kPeerVa, ip_dst(eip));
+  EXPECT_EQ(3, icmp[20]);
+  EXPECT_EQ(4, icmp[21]);
+  EXPECT_EQ(1400, icmp[26] << 8 | icmp[27]);
+
+  dp_->ports[1].l3_mtu = saved;
+  dp_->policy.store(nullptr);
+}
+
+// Two workers over two-queue ports: peer 0 belongs to worker 0, but its tunnel packets and the
+// LAN's replies arrive on worker 1's queues. Worker 1 hands them over; reply fragments after the
+// first carry no port and follow the first one (frags_steer), in order on the same ring.
+class TwoWorkerTest : public WorkerTest {
+ protected:
+  static void SetUpTestSuite() {
+    test::ensure_eal();
+    std::string names[2];
+    for (int p = 0; p < 2; ++p) {
+      for (int q = 0; q < 2; ++q) {
+        std::string n = "mw_rx" + std::to_string(p) + std::to_string(q);
+        rxq_[p][q] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+        n = "mw_tx" + std::to_string(p) + std::to_string(q);
+        txq_[p][q] = rte_ring_create(n.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      }
+      std::string n = "mw_port" + std::to_string(p);
+      int id = rte_eth_from_rings(n.c_str(), rxq_[p], 2, txq_[p], 2, 0);
+      ASSERT_GE(id, 0);
+      char name[RTE_ETH_NAME_MAX_LEN];
+      ASSERT_EQ(0, rte_eth_dev_get_name_by_port(uint16_t(id), name));
+      names[p] = name;
+    }
+    Settings s;
+    s.workers = 2;
+    s.virtual_address = kGwVa;
+    s.listen_port = kPort;
+    s.rx_queue_size = 256;
+    s.tx_queue_size = 256;
+    s.mbuf_pool_size = 2047;
+    s.mbuf_data_room = 4096;
+    s.max_peers = 16;
+    s.aead = crypto::AeadBackend::openssl;
+    s.ports = {{"wan", PortRole::underlay, names[0], kGwWan, 24, 0},
+               {"lan", PortRole::lan, names[1], kGwLan, 24, 0}};
+    dp_ = new Dataplane();
+    std::string err;
+    ASSERT_TRUE(dp_->init(s, &err)) << err;
+  }
+  static void TearDownTestSuite() {
+    delete dp_;
+    dp_ = nullptr;
+  }
+  void TearDown() override {
+    WorkerTest::TearDown();
+    void* m;
+    for (auto& port : txq_)
+      for (auto* r : port)
+        while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+  }
+
+  Worker& w(unsigned i) { return *dp_->workers[i]; }
+  void enqueue(int port, int queue, const Bytes& frame) {
+    ASSERT_EQ(0, rte_ring_enqueue(rxq_[port][queue], test::mbuf_from(dp_->pool, frame)));
+  }
+  std::vector<Bytes> sent_q(int port, int queue) {
+    std::vector<Bytes> out;
+    void* m;
+    while (rte_ring_dequeue(txq_[port][queue], &m) == 0) {
+      out.push_back(test::bytes_of(static_cast<rte_mbuf*>(m)));
+      rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    }
+    return out;
+  }
+
+  static inline rte_ring* rxq_[2][2];
+  static inline rte_ring* txq_[2][2];
+};
+
+TEST_F(TwoWorkerTest, PacketsLandingOnTheOtherWorkerAreHandedToTheOwner) {
+  namespace pt = policy::test;
+  config::Config cfg = pt::base_config(false);
+  pt::add_peer(cfg, "laptop", {"users"});
+  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+  std::string err;
+  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+  ASSERT_NE(nullptr, pol) << err;
+  dp_->policy.store(pol.get());
+  constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
+  const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
+  NeighTable::Io io;
+  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
+  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
+  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
+  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  install_peer();  // owner: worker 0
+  ASSERT_EQ(0u, dp_->peers.slot(0).owner.load());
+
+  // The peer's fragmented 3000-byte ping arrives on worker 1's queue: handed to worker 0.
+  const Bytes request = ipv4(kPeerVa, kLanHost, IPPROTO_ICMP, icmp_echo(9, 1, 3000));
+  for (unsigned i = 0; i < 3; ++i) {
+    Bytes frag(1420);
+    frag.resize(ip_fragment_build(request.data(), uint32_t(request.size()), 1420, i, frag.data(), 1420));
+    enqueue(0, 1, tunnel_frame(frag, i));
+  }
+  const uint64_t handed1 = w(1).handed_off.get();
+  w(1).poll_once();
+  EXPECT_EQ(handed1 + 3, w(1).handed_off.get());
+  EXPECT_TRUE(sent_q(1, 1).empty());
+  w(0).poll_once();
+  const std::vector<Bytes> out = sent_q(1, 0);
+  ASSERT_EQ(3u, out.size());
+  uint16_t snat_id = 0;
+  for (const Bytes& f : out) {
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(f.data() + 14);
+    EXPECT_EQ(kGwLan, ip_src(ip));
+    if ((rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) == 0) snat_id = uint16_t(f[38] << 8 | f[39]);
+  }
+  // Worker 0's slice of the SNAT identifiers: its replies belong to it.
+  ASSERT_EQ(0u, ConnTable::owner_worker(snat_id, 2));
+
+  // The LAN host's reply, 1500-byte fragments, on worker 1's LAN queue.
+  Bytes echo_reply = icmp_echo(snat_id, 1, 3000);
+  echo_reply[0] = RTE_IP_ICMP_ECHO_REPLY;
+  echo_reply[2] = echo_reply[3] = 0;
+  const uint16_t c = uint16_t(~rte_raw_cksum(echo_reply.data(), echo_reply.size()));
+  memcpy(&echo_reply[2], &c, 2);
+  const Bytes reply = ipv4(kLanHost, kGwLan, IPPROTO_ICMP, echo_reply);
+  for (unsigned i = 0; i < 3; ++i) {
+    Bytes frag(1500);
+    frag.resize(ip_fragment_build(reply.data(), uint32_t(reply.size()), 1500, i, frag.data(), 1500));
+    enqueue(1, 1, eth(port_mac(1), lan_mac, RTE_ETHER_TYPE_IPV4, frag));
+  }
+  const uint64_t no_first0 = w(0).drops[unsigned(Drop::frag_no_first)].get();
+  const uint64_t no_first1 = w(1).drops[unsigned(Drop::frag_no_first)].get();
+  w(1).poll_once();
+  EXPECT_EQ(handed1 + 6, w(1).handed_off.get());
+  w(0).poll_once();
+  const std::vector<Bytes> tunnel = sent_q(0, 0);
+  EXPECT_EQ(5u, tunnel.size());  // 1500 + 1500 + 68 -> 2 + 2 + 1 for the tunnel's 1420
+  Bytes payload(reply.size() - 20);
+  for (const Bytes& f : tunnel) {
+    uint32_t receiver;
+    uint64_t counter;
+    const Bytes inner = open_sent(f, &receiver, &counter);
+    ASSERT_GE(inner.size(), 20u);
+    auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(inner.data());
+    EXPECT_EQ(kPeerVa, ip_dst(ip));
+    const size_t tl = rte_be_to_cpu_16(ip->total_length);
+    const size_t off = size_t(rte_be_to_cpu_16(ip->fragment_offset) & 0x1fff) * 8;
+    ASSERT_LE(off + tl - 20, payload.size());
+    memcpy(payload.data() + off, inner.data() + 20, tl - 20);
+  }
+  EXPECT_EQ(9, payload[4] << 8 | payload[5]);
+  EXPECT_TRUE(icmp_checksum_ok(payload.data(), payload.size()));
+  EXPECT_EQ(no_first0, w(0).drops[unsigned(Drop::frag_no_first)].get());
+  EXPECT_EQ(no_first1, w(1).drops[unsigned(Drop::frag_no_first)].get());
+  EXPECT_TRUE(sent_q(0, 1).empty());
+
+  dp_->policy.store(nullptr);
+}
+
+// Lcores for the control thread and every worker, each on a CPU this process may use, however
+// few there are; explicit -l/-c/--lcores in eal_args win.
+TEST(EalArgv, LcoresCoverEveryWorkerOnAllowedCpus) {
+  cpu_set_t allowed;
+  ASSERT_EQ(0, sched_getaffinity(0, sizeof allowed, &allowed));
+  for (unsigned workers : {1u, 2u, 7u}) {
+    Settings s;
+    s.workers = workers;
+    const std::vector<std::string> a = eal_argv(s);
+    auto at = std::find_if(a.begin(), a.end(), [](const std::string& x) { return x == "-l" || x == "--lcores"; });
+    ASSERT_NE(a.end(), at);
+    ASSERT_NE(a.end(), at + 1);
+    const std::string& v = *(at + 1);
+    if (*at == "-l") {
+      EXPECT_EQ("0-" + std::to_string(workers), v);
+      for (unsigned c = 0; c <= workers; ++c) EXPECT_TRUE(CPU_ISSET(c, &allowed));
+      continue;
+    }
+    // --lcores 0@c0,1@c1,...: lcores 0..workers in order, each on an allowed CPU.
+    std::stringstream in(v);
+    std::string item;
+    unsigned lcore = 0;
+    while (std::getline(in, item, ',')) {
+      const size_t atsign = item.find('@');
+      ASSERT_NE(std::string::npos, atsign) << v;
+      EXPECT_EQ(std::to_string(lcore), item.substr(0, atsign));
+      EXPECT_TRUE(CPU_ISSET(std::stoul(item.substr(atsign + 1)), &allowed)) << v;
+      ++lcore;
+    }
+    EXPECT_EQ(workers + 1, lcore) << v;
+  }
+  Settings s;
+  s.workers = 3;
+  s.eal_args = {"-l", "4-7"};
+  const std::vector<std::string> a = eal_argv(s);
+  EXPECT_EQ(1, std::count(a.begin(), a.end(), "-l"));
+  EXPECT_EQ(0, std::count(a.begin(), a.end(), "--lcores"));
 }
 
 }  // namespace
