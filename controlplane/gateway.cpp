@@ -69,6 +69,7 @@ Gateway::~Gateway() {
   dp_.stop();
   // Workers are stopped: nobody reads the policy any more.
   delete dp_.policy.exchange(nullptr);
+  if (reaper_) reaper_->close();  // before EAL goes: what is still retired is freed here
   for (auto& p : peers_) {
     if (p) drop_staged(*p);
   }
@@ -86,6 +87,7 @@ void Gateway::request_reload() { reload_.store(true); }
 bool Gateway::start(std::string* err) {
   started_ns_ = now_ns();
   if (!dp_.init(dataplane_settings(cfg_), err)) return false;
+  reaper_ = std::make_shared<PolicyReaper>();  // after EAL init: it inherits the main lcore's CPU
   neigh_io_ = make_neigh_io();
   if (!publish_policy(cfg_, 1, err)) {
     *err = "policies: " + *err;

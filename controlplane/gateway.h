@@ -21,6 +21,7 @@
 #include "controlplane/discovery/kernel.h"
 #include "controlplane/discovery/registry.h"
 #include "controlplane/policy/compiled.h"
+#include "controlplane/policy_reaper.h"
 #include "controlplane/policy/trust.h"
 #include "controlplane/ctl/server.h"
 #include "controlplane/metrics/metrics.h"
@@ -308,6 +309,9 @@ class Gateway {
   void finish_reload(const std::vector<uint64_t>& waiters, bool ok, const std::vector<std::string>& errors);
   void wait_policy_job();
   std::unique_ptr<PolicyJob> policy_job_;
+  // Frees a policy the workers may still use: after the RCU grace period, on the reaper thread.
+  void retire_policy(const policy::CompiledPolicy* old);
+  std::shared_ptr<PolicyReaper> reaper_;  // made in start(), once EAL pinned the main thread
   bool reload_queued_ = false;
   std::vector<uint64_t> queued_waiters_;  // control-socket tokens of the queued reload
   uint64_t next_ctl_token_ = 0;

@@ -22,9 +22,18 @@ bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::
   const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
   // Workers may still classify with the old tables: free them after a grace period. Flows it
   // decided are re-classified on their next packet (their generation is older).
-  if (old != nullptr) dp_.rcu.retire([old] { delete old; });
+  retire_policy(old);
   policy_generation_ = generation;
   return true;
+}
+
+void Gateway::retire_policy(const policy::CompiledPolicy* old) {
+  if (old == nullptr) return;
+  // The callback owns a reference: it may run from the dataplane's teardown, after ~Gateway.
+  dp_.rcu.retire([old, reaper = reaper_] {
+    if (reaper) reaper->free(old);
+    else delete old;
+  });
 }
 
 config::Config Gateway::running_view(const config::Config& c) const {
@@ -198,7 +207,7 @@ void Gateway::commit_reload(config::Config next, const config::Config& view, con
   const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
   // Workers may still classify with the old tables: free them after a grace period. Flows it
   // decided are re-classified on their next packet (their generation is older).
-  if (old != nullptr) dp_.rcu.retire([old] { delete old; });
+  retire_policy(old);
   policy_generation_ = generation;
   // Unchanged peers keep their sessions; tags and attributes take effect through the new policy.
   apply_peers(next.peers, layout);

@@ -121,7 +121,7 @@ void Gateway::refresh_trust() {
   std::vector<uint64_t> held_now = trust_held_;
   auto np = pol->with_classes(trust_classes_, policy_generation_ + 1);
   const policy::CompiledPolicy* old = dp_.policy.exchange(np.release(), std::memory_order_acq_rel);
-  if (old != nullptr) dp_.rcu.retire([old] { delete old; });
+  retire_policy(old);
   policy_generation_ += 1;
   // The masks stay valid for the new generation: it has the same classes.
   trust_seen_generation_ = policy_generation_;
