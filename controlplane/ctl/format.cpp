@@ -559,8 +559,9 @@ std::string format_subnets(const json& result) {
   std::string out =
       render_table({"NAME", "PREFIX", "ORIGIN", "PREFERRED", "AVAILABLE", "INTERFACE", "PORT", "LAST SEEN"}, rows, 0);
   if (kernel_only)
-    out += "\nA subnet without a PORT is not routed by the data path: it is on a kernel interface only, or no\n"
-           "DPDK port reaches it. Serve it from a LAN port, or list it under subnets with a `via` router.\n";
+    out += "\nA subnet without a PORT is not routed to peers by the data path: it is on a kernel interface\n"
+           "only, it is the underlay's own network, or no DPDK port reaches it. Serve it from a LAN port, or\n"
+           "list it under subnets (with a `via` router if it is behind one).\n";
   if (const json* k = find(result, "kernel_discovery"); k && k->is_string() && k->get<std::string>() != "ok")
     out += "\nkernel discovery: " + k->get<std::string>() + "\n";
   return out;

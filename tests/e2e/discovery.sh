@@ -152,7 +152,7 @@ grep -q '^NAME  *PREFIX  *ORIGIN  *PREFERRED  *AVAILABLE  *INTERFACE  *PORT  *LA
 grep -Eq "^Office +198\.51\.100\.0/24 +custom +yes +yes +lan +lan +now$" <<<"$table" || fail "Office row"
 grep -Eq "^203\.0\.113\.128/25 +203\.0\.113\.128/25 +discovered +no +yes +$IF_K +- +now$" <<<"$table" ||
   fail "$DMZ row"
-grep -q "not routed by the data path" <<<"$table" || fail "no note on kernel-only subnets"
+grep -q "not routed to peers by the data path" <<<"$table" || fail "no note on kernel-only subnets"
 lab_log "ok: subnets table"
 
 # --- Known across a restart -----------------------------------------------------------------

@@ -34,7 +34,7 @@ TEST(FormatSubnets, Table) {
             std::string::npos)
       << out;
   EXPECT_NE(out.find("minutes ago"), std::string::npos) << out;
-  EXPECT_NE(out.find("not routed by the data path"), std::string::npos) << out;
+  EXPECT_NE(out.find("not routed to peers by the data path"), std::string::npos) << out;
   EXPECT_EQ(format_result("subnets_rediscover", result), out);
 }
 
