@@ -309,8 +309,13 @@ class Gateway {
   void finish_reload(const std::vector<uint64_t>& waiters, bool ok, const std::vector<std::string>& errors);
   void wait_policy_job();
   std::unique_ptr<PolicyJob> policy_job_;
+  // The one way a policy reaches the workers: the rule-hit table of its generation (from c's
+  // policies), then the pointer; the old policy is retired. Sets policy_generation_.
+  void install_policy(std::unique_ptr<policy::CompiledPolicy> pol, const config::Config& c);
   // Frees a policy the workers may still use: after the RCU grace period, on the reaper thread.
   void retire_policy(const policy::CompiledPolicy* old);
+  // Counts and logs a reload that failed; the running configuration stays.
+  void reject_reload(const std::vector<std::string>& errors);
   std::shared_ptr<PolicyReaper> reaper_;  // made in start(), once EAL pinned the main thread
   bool reload_queued_ = false;
   std::vector<uint64_t> queued_waiters_;  // control-socket tokens of the queued reload

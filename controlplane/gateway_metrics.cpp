@@ -14,14 +14,10 @@ namespace {
 
 constexpr uint64_t kMetricsRefreshNs = 1'000'000'000;
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 bool Gateway::start_metrics(std::string* err) {
-  start_unix_s_ = unix_now();
+  start_unix_s_ = double(unix_now_ns()) / 1e9;
   const std::string listen = config::to_string(cfg_.metrics.listen);
   if (!metrics_.start(listen, err)) {
     *err = "metrics.listen " + *err;
@@ -46,7 +42,6 @@ void Gateway::metrics_new_policy(const config::Config& c, uint64_t generation) {
     rules.push_back(p.acl.size());
   }
   dp_.rule_hits.publish(generation, std::move(names), rules, dp_.settings.workers, dp_.rcu);
-  last_load_unix_s_ = unix_now();
 }
 
 metrics::Snapshot Gateway::metrics_snapshot() const {

@@ -18,13 +18,23 @@ using config::to_string;
 bool Gateway::publish_policy(const config::Config& c, uint64_t generation, std::string* err) {
   auto pol = policy::CompiledPolicy::build(c, trust_applies(c), generation, err);
   if (pol == nullptr) return false;
+  install_policy(std::move(pol), c);
+  last_load_unix_s_ = double(unix_now_ns()) / 1e9;
+  return true;
+}
+
+void Gateway::install_policy(std::unique_ptr<policy::CompiledPolicy> pol, const config::Config& c) {
+  const uint64_t generation = pol->generation();
   metrics_new_policy(c, generation);  // its rule-hit counters, published before the policy
-  const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
   // Workers may still classify with the old tables: free them after a grace period. Flows it
   // decided are re-classified on their next packet (their generation is older).
-  retire_policy(old);
+  retire_policy(dp_.policy.exchange(pol.release(), std::memory_order_acq_rel));
   policy_generation_ = generation;
-  return true;
+}
+
+void Gateway::reject_reload(const std::vector<std::string>& errors) {
+  ++reload_failures_;
+  log::warn("reload_rejected", {{"errors", std::to_string(errors.size())}, {"first", errors.front()}});
 }
 
 void Gateway::retire_policy(const policy::CompiledPolicy* old) {
@@ -127,8 +137,7 @@ Gateway::ReloadStart Gateway::begin_reload(std::vector<std::string>* errors, uin
     if (!plan_peers(loaded.config->peers, &layout, &err)) errors->push_back(config_path_ + ": " + err);
   }
   if (!errors->empty()) {
-    ++reload_failures_;
-    log::warn("reload_rejected", {{"errors", std::to_string(errors->size())}, {"first", errors->front()}});
+    reject_reload(*errors);
     for (const auto& e : *errors) log::warn("reload_error", {{"error", e}});
     return ReloadStart::kFailed;
   }
@@ -145,8 +154,7 @@ Gateway::ReloadStart Gateway::begin_reload(std::vector<std::string>* errors, uin
   if (int rc = rte_ctrl_thread_create(&job->thread, "sluice-compile", nullptr, compile_policy, job.get());
       rc != 0) {
     errors->push_back(config_path_ + ": cannot start the policy compile thread: " + std::strerror(rc));
-    ++reload_failures_;
-    log::warn("reload_rejected", {{"errors", "1"}, {"first", errors->front()}});
+    reject_reload(*errors);
     return ReloadStart::kFailed;
   }
   log::info("reload_compiling", {{"policies", std::to_string(job->cfg.policies.size())},
@@ -162,8 +170,7 @@ void Gateway::poll_reload() {
   std::vector<std::string> errors;
   if (job->result == nullptr) {
     errors.push_back(config_path_ + ": " + job->err);
-    ++reload_failures_;
-    log::warn("reload_rejected", {{"errors", "1"}, {"first", errors.front()}});
+    reject_reload(errors);
     finish_reload(job->waiters, false, errors);
   } else {
     log::info("policy_compiled", {{"seconds", std::to_string(job->seconds)},
@@ -174,8 +181,7 @@ void Gateway::poll_reload() {
     std::string err;
     if (!plan_peers(job->cfg.peers, &layout, &err)) {
       errors.push_back(config_path_ + ": " + err);
-      ++reload_failures_;
-      log::warn("reload_rejected", {{"errors", "1"}, {"first", errors.front()}});
+      reject_reload(errors);
       finish_reload(job->waiters, false, errors);
     } else if (slot_keys(layout) != job->slots) {
       log::info("reload_recompiling", {{"reason", "peers changed at run time during the compile"}});
@@ -203,12 +209,8 @@ void Gateway::commit_reload(config::Config next, const config::Config& view, con
                             std::unique_ptr<policy::CompiledPolicy> pol) {
   const uint64_t generation = policy_generation_ + 1;
   pol->set_generation(generation);
-  metrics_new_policy(view, generation);  // its rule-hit counters, published before the policy
-  const policy::CompiledPolicy* old = dp_.policy.exchange(pol.release(), std::memory_order_acq_rel);
-  // Workers may still classify with the old tables: free them after a grace period. Flows it
-  // decided are re-classified on their next packet (their generation is older).
-  retire_policy(old);
-  policy_generation_ = generation;
+  install_policy(std::move(pol), view);
+  last_load_unix_s_ = double(unix_now_ns()) / 1e9;
   // Unchanged peers keep their sessions; tags and attributes take effect through the new policy.
   apply_peers(next.peers, layout);
   cfg_ = std::move(next);

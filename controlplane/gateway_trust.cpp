@@ -119,10 +119,8 @@ void Gateway::refresh_trust() {
   }
   if (!changed) return;
   std::vector<uint64_t> held_now = trust_held_;
-  auto np = pol->with_classes(trust_classes_, policy_generation_ + 1);
-  const policy::CompiledPolicy* old = dp_.policy.exchange(np.release(), std::memory_order_acq_rel);
-  retire_policy(old);
-  policy_generation_ += 1;
+  // Same policies and rules as the running generation: its rule-hit table has the same slots.
+  install_policy(pol->with_classes(trust_classes_, policy_generation_ + 1), cfg_);
   // The masks stay valid for the new generation: it has the same classes.
   trust_seen_generation_ = policy_generation_;
   trust_held_ = std::move(held_now);
