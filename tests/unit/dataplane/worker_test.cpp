@@ -160,12 +160,29 @@ class WorkerTest : public ::testing::Test {
 
   void SetUp() override {
     drain_all();
-    // The client's MAC is known, so replies leave without ARP.
+    learn(0, kClient, kClientMac);  // the client's MAC is known, so replies leave without ARP
+  }
+
+  // A neighbour on `port` resolved, as if it had answered ARP.
+  static void learn(uint16_t port, uint32_t ip, const MacAddr& mac) {
     NeighTable::Io io;
     io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
     io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
     io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
-    dp_->neigh.learn(0, kClient, kClientMac, true, rte_rdtsc(), io);
+    dp_->neigh.learn(port, ip, mac, true, rte_rdtsc(), io);
+  }
+
+  // Peer 0 "laptop" (tag users) allowed anything on the office LAN; the caller publishes it in
+  // dp_->policy and stores nullptr before it goes.
+  static std::unique_ptr<policy::CompiledPolicy> office_policy() {
+    namespace pt = policy::test;
+    config::Config cfg = pt::base_config(false);
+    pt::add_peer(cfg, "laptop", {"users"});
+    pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
+    std::string err;
+    auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
+    EXPECT_NE(nullptr, pol) << err;
+    return pol;
   }
   void TearDown() override {
     PeerSlot& s = dp_->peers.slot(0);
@@ -556,21 +573,12 @@ TEST_F(WorkerTest, LargeDatagramsToAPeerAreFragmentedForTheTunnel) {
 // comes back in 1500-byte fragments that are matched to the connection by their first one and
 // re-fragmented for the tunnel; reassembled, each side sees the other's datagram.
 TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
-  namespace pt = policy::test;
-  config::Config cfg = pt::base_config(false);
-  pt::add_peer(cfg, "laptop", {"users"});
-  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
-  std::string err;
-  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
-  ASSERT_NE(nullptr, pol) << err;
+  auto pol = office_policy();
+  ASSERT_NE(nullptr, pol);
   dp_->policy.store(pol.get());
   constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
   const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
-  NeighTable::Io io;
-  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
-  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
-  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
-  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  learn(1, kLanHost, lan_mac);
   install_peer();
   const uint64_t no_first = drops(Drop::frag_no_first);
 
@@ -650,20 +658,11 @@ TEST_F(WorkerTest, FragmentsFollowTheirFirstBothWays) {
 // A LAN port with a smaller MTU than the tunnel: DF packets get frag-needed from the gateway's
 // virtual address with the port's MTU, the others leave in fragments.
 TEST_F(WorkerTest, LanPortMtuBelowTheTunnelsFragmentsOrAnswersFragNeeded) {
-  namespace pt = policy::test;
-  config::Config cfg = pt::base_config(false);
-  pt::add_peer(cfg, "laptop", {"users"});
-  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
-  std::string err;
-  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
-  ASSERT_NE(nullptr, pol) << err;
+  auto pol = office_policy();
+  ASSERT_NE(nullptr, pol);
   dp_->policy.store(pol.get());
   constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
-  NeighTable::Io io;
-  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
-  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
-  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
-  dp_->neigh.learn(1, kLanHost, MacAddr{{0x02, 0x1a, 0, 0, 0, 0x0a}}, true, rte_rdtsc(), io);
+  learn(1, kLanHost, MacAddr{{0x02, 0x1a, 0, 0, 0, 0x0a}});
   install_peer();
   const uint16_t saved = dp_->ports[1].l3_mtu;
   dp_->ports[1].l3_mtu = 1400;
@@ -770,21 +769,12 @@ class TwoWorkerTest : public WorkerTest {
 };
 
 TEST_F(TwoWorkerTest, PacketsLandingOnTheOtherWorkerAreHandedToTheOwner) {
-  namespace pt = policy::test;
-  config::Config cfg = pt::base_config(false);
-  pt::add_peer(cfg, "laptop", {"users"});
-  pt::add_policy(cfg, "office", {"users"}, {"Menlo Park Office"}, {}, {"allow any"});
-  std::string err;
-  auto pol = policy::CompiledPolicy::build(cfg, {}, 1, &err);
-  ASSERT_NE(nullptr, pol) << err;
+  auto pol = office_policy();
+  ASSERT_NE(nullptr, pol);
   dp_->policy.store(pol.get());
   constexpr uint32_t kLanHost = 0xC633640A;  // 198.51.100.10
   const MacAddr lan_mac{{0x02, 0x1a, 0, 0, 0, 0x0a}};
-  NeighTable::Io io;
-  io.send_request = [](uint16_t, uint32_t, const MacAddr*) {};
-  io.drop = [](rte_mbuf* m, bool) { rte_pktmbuf_free(m); };
-  io.send_held = [](rte_mbuf* m, const MacAddr&) { rte_pktmbuf_free(m); };
-  dp_->neigh.learn(1, kLanHost, lan_mac, true, rte_rdtsc(), io);
+  learn(1, kLanHost, lan_mac);
   install_peer();  // owner: worker 0
   ASSERT_EQ(0u, dp_->peers.slot(0).owner.load());
 
