@@ -71,7 +71,9 @@ counts=$LAB_DIR/traffic.counts
 : >"$counts"
 (
   while [[ ! -e $stop_file ]]; do
-    lab_ping "$LAB_NS_CL" "$LAB_LAN_ADDR" 50 0.02 >>"$counts"
+    # -w: wait for every reply (up to 11 s), not two round trips after the last echo: a reply
+    # delayed by a busy machine is late, not lost.
+    lab_ping "$LAB_NS_CL" "$LAB_LAN_ADDR" 50 0.02 -w 11 >>"$counts"
   done
 ) &
 lab_track $! bash
